@@ -1,0 +1,1 @@
+"""Plain numpy cores behind the GNU Radio blocks; each tests without a flowgraph."""

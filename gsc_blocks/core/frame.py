@@ -1,0 +1,208 @@
+"""The analog OFDM frame: numerology, header format, header FEC.
+
+One place for the frame format. A frame on air is
+
+    [sync word 1][sync word 2][header: HEADER_OFDM_SYMBOLS][payload: ceil(n/48) symbols]
+
+Sync words are gr-digital's Schmidl-Cox pair. The header is 112 bits (96 bits of
+fields + CRC-16/CCITT), convolutionally coded with gr-fec's K=7 rate-1/2 code
+(terminated), sent twice (soft-combined at the receiver: the header must survive
+0 dB, where the payload still decodes), interleaved over carriers, as BPSK. The payload carries the
+encoder's complex symbols straight on the data carriers: never sliced.
+"""
+import ctypes
+from dataclasses import dataclass, fields
+
+import numpy as np
+from gnuradio import digital, fec
+from gnuradio.digital import ofdm_txrx
+
+# --- numerology ------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Numerology:
+    """OFDM numerology; the defaults are gr-digital's 802.11a-like layout."""
+    fft_len: int = 64
+    cp_len: int = 16
+    occupied_carriers: tuple = tuple(ofdm_txrx._def_occupied_carriers[0])
+    pilot_carriers: tuple = tuple(ofdm_txrx._def_pilot_carriers[0])
+
+    def __post_init__(self):
+        if self.cp_len <= 0 or self.cp_len >= self.fft_len:
+            raise ValueError(f"cp_len {self.cp_len} must be in 1..{self.fft_len - 1}")
+        half = self.fft_len // 2
+        for c in tuple(self.occupied_carriers) + tuple(self.pilot_carriers):
+            if not -half <= c < half or c == 0:
+                raise ValueError(f"carrier {c} outside -{half}..{half - 1} or on DC")
+        if set(self.occupied_carriers) & set(self.pilot_carriers):
+            raise ValueError("a carrier is both a data and a pilot carrier")
+
+    @property
+    def n_data(self) -> int:
+        return len(self.occupied_carriers)
+
+    @property
+    def symbol_len(self) -> int:
+        return self.fft_len + self.cp_len
+
+    def bins(self, carriers) -> np.ndarray:
+        """Indices into an fftshift-ed (centred) FFT vector, as fft_vcc(shift=True) gives."""
+        return np.asarray(carriers, dtype=int) + self.fft_len // 2
+
+    @property
+    def data_bins(self) -> np.ndarray:
+        return self.bins(self.occupied_carriers)
+
+    @property
+    def pilot_bins(self) -> np.ndarray:
+        return self.bins(self.pilot_carriers)
+
+    @property
+    def sync_words(self):
+        """(sync1, sync2) as centred fft_len vectors, identical to gr-digital's ofdm_tx."""
+        occ, pil = (tuple(self.occupied_carriers),), (tuple(self.pilot_carriers),)
+        return (np.asarray(ofdm_txrx._make_sync_word1(self.fft_len, occ, pil), dtype=np.complex64),
+                np.asarray(ofdm_txrx._make_sync_word2(self.fft_len, occ, pil), dtype=np.complex64))
+
+    @property
+    def pilot_symbols(self) -> np.ndarray:
+        """[n_cycle, n_pilots] pilot values; symbol i after the sync words uses row i % n_cycle."""
+        seq = np.asarray(ofdm_txrx._pilot_sym_scramble_seq, dtype=np.float32)
+        base = np.array([1, 1, 1, -1] if len(self.pilot_carriers) == 4 else [1] * len(self.pilot_carriers))
+        return (seq[:, None] * base[None, :]).astype(np.complex64)
+
+    def payload_ofdm_symbols(self, payload_symbols: int) -> int:
+        return -(-payload_symbols // self.n_data)
+
+    def frame_samples(self, payload_symbols: int) -> int:
+        n = 2 + HEADER_OFDM_SYMBOLS + self.payload_ofdm_symbols(payload_symbols)
+        return n * self.symbol_len
+
+
+# --- header ----------------------------------------------------------------
+
+HEADER_VERSION = 1
+# (name, bits); order is the bit order on air. 96 bits in all.
+HEADER_FIELDS = (
+    ("version", 4), ("image_id", 16), ("fragment_index", 12), ("fragment_count", 12),
+    ("codec_id", 4), ("rate_index", 4), ("power_level", 4), ("refine_steps", 4),
+    ("payload_symbols", 16), ("height_div4", 10), ("width_div4", 10),
+)
+HEADER_INFO_BITS = sum(b for _, b in HEADER_FIELDS) + 16          # + CRC-16
+_K, _POLYS = 7, [109, 79]                                          # the 802.11 code
+HEADER_CODED_BITS = 2 * (HEADER_INFO_BITS + _K - 1)                # terminated trellis
+HEADER_REPEAT = 2                                                  # coded header sent twice, soft-combined
+HEADER_OFDM_SYMBOLS = 10                                           # 480 BPSK slots at 48 carriers
+
+
+@dataclass
+class FrameHeader:
+    image_id: int
+    fragment_index: int
+    fragment_count: int
+    codec_id: int
+    rate_index: int
+    power_level: int
+    refine_steps: int
+    payload_symbols: int
+    height: int
+    width: int
+
+    def as_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+class HeaderError(ValueError):
+    pass
+
+
+_capsule_new = ctypes.pythonapi.PyCapsule_New
+_capsule_new.restype = ctypes.py_object
+_capsule_new.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_void_p]
+
+
+def _capsule(array: np.ndarray):
+    """gr-fec's generic_work takes raw buffers; hand it the numpy array's memory."""
+    return _capsule_new(array.ctypes.data, None, None)
+
+
+class HeaderCodec:
+    """Packs, protects and recovers frame headers for a given numerology."""
+
+    def __init__(self, numerology: Numerology = Numerology()):
+        self.numerology = numerology
+        self.slots = HEADER_OFDM_SYMBOLS * numerology.n_data
+        if self.slots < HEADER_REPEAT * HEADER_CODED_BITS:
+            raise ValueError(f"{numerology.n_data} data carriers leave {self.slots} header slots, "
+                             f"{HEADER_REPEAT * HEADER_CODED_BITS} needed")
+        self._crc = digital.crc(16, 0x1021, 0xFFFF, 0, False, False)
+        self._encoder = fec.cc_encoder.make(HEADER_INFO_BITS, _K, 2, _POLYS, 0, fec.CC_TERMINATED, False)
+        self._decoder = fec.cc_decoder.make(HEADER_INFO_BITS, _K, 2, _POLYS, 0, -1, fec.CC_TERMINATED, False)
+        # Fixed pseudo-random interleaver spreads coded bits over carriers and symbols.
+        self.interleaver = np.random.default_rng(0x65C).permutation(self.slots)
+
+    def _crc16(self, bits: np.ndarray) -> int:
+        return int(self._crc.compute(list(np.packbits(bits).tobytes())))
+
+    def encode(self, header: FrameHeader) -> np.ndarray:
+        """FrameHeader -> BPSK symbols (complex64, length HEADER_OFDM_SYMBOLS * n_data)."""
+        values = header.as_dict()
+        values["version"] = HEADER_VERSION
+        values["fragment_count"] = header.fragment_count - 1
+        for key, size in (("height", "height_div4"), ("width", "width_div4")):
+            if values[key] % 4:
+                raise HeaderError(f"{key} {values[key]} is not a multiple of 4")
+            values[size] = values.pop(key) // 4
+        bits = []
+        for name, size in HEADER_FIELDS:
+            value = int(values[name])
+            if not 0 <= value < (1 << size):
+                raise HeaderError(f"header field {name}={value} does not fit in {size} bits")
+            bits.extend((value >> i) & 1 for i in range(size - 1, -1, -1))
+        bits = np.asarray(bits, dtype=np.uint8)
+        crc = self._crc16(bits)
+        bits = np.concatenate([bits, [(crc >> i) & 1 for i in range(15, -1, -1)]]).astype(np.uint8)
+        coded = np.zeros(self._encoder.get_output_size(), dtype=np.uint8)
+        self._encoder.generic_work(_capsule(bits), _capsule(coded))
+        slots = np.zeros(self.slots, dtype=np.uint8)
+        slots[:HEADER_REPEAT * coded.size] = np.tile(coded, HEADER_REPEAT)
+        on_air = np.empty_like(slots)
+        on_air[self.interleaver] = slots
+        return (1.0 - 2.0 * on_air).astype(np.complex64)  # bit 0 -> +1, bit 1 -> -1
+
+    def decode(self, soft: np.ndarray) -> FrameHeader:
+        """Soft BPSK values (equalized real parts scaled as LLRs, + means bit 0) -> FrameHeader.
+
+        Raises HeaderError when the CRC fails.
+        """
+        soft = np.asarray(soft, dtype=np.float32)[self.interleaver]
+        soft = soft[:HEADER_REPEAT * HEADER_CODED_BITS].reshape(HEADER_REPEAT, -1).sum(axis=0)
+        # cc_decoder wants unsigned chars, 128 = erasure, larger = bit 1.
+        quantized = np.clip(np.round(128.0 - soft * 32.0), 0, 255).astype(np.uint8)
+        bits = np.zeros(self._decoder.get_output_size(), dtype=np.uint8)
+        self._decoder.generic_work(_capsule(quantized), _capsule(bits))
+        payload, crc_bits = bits[:-16], bits[-16:]
+        if int("".join(map(str, crc_bits)), 2) != self._crc16(payload):
+            raise HeaderError("header CRC mismatch")
+        values, pos = {}, 0
+        for name, size in HEADER_FIELDS:
+            values[name] = int("".join(map(str, payload[pos:pos + size])), 2)
+            pos += size
+        if values.pop("version") != HEADER_VERSION:
+            raise HeaderError("unknown header version")
+        return FrameHeader(
+            image_id=values["image_id"], fragment_index=values["fragment_index"],
+            fragment_count=values["fragment_count"] + 1, codec_id=values["codec_id"],
+            rate_index=values["rate_index"], power_level=values["power_level"],
+            refine_steps=values["refine_steps"], payload_symbols=values["payload_symbols"],
+            height=4 * values["height_div4"], width=4 * values["width_div4"])
+
+
+# --- transmit power levels ---------------------------------------------------
+
+POWER_STEP_DB = 2.0     # power level p transmits at -p * POWER_STEP_DB dB (level 0 = full power)
+
+
+def power_gain(power_level: int) -> float:
+    """Linear power gain of a power level relative to full power."""
+    return 10.0 ** (-POWER_STEP_DB * power_level / 10.0)

@@ -1,0 +1,140 @@
+"""Analog OFDM transmitter: fragment PDUs in, baseband samples out."""
+import numpy as np
+import pmt
+from gnuradio import blocks, digital, fft, gr, pdu
+
+from .core.frame import FrameHeader, HeaderCodec, Numerology, power_gain
+from .pdu_util import make_pdu, split_pdu
+
+LENGTH_TAG = "packet_len"
+
+
+class frame_builder(gr.basic_block):
+    """Fragment PDU -> PDU of [coded BPSK header | analog payload] symbols.
+
+    The fragment's metadata must hold every FrameHeader field. The power level
+    scales header and payload (the sync words stay at reference power, so the
+    receiver measures the channel at reference power and knows the boost).
+    """
+
+    def __init__(self, numerology: Numerology = Numerology(), guard_symbols: int = 1):
+        gr.basic_block.__init__(self, name="gsc_frame_builder", in_sig=None, out_sig=None)
+        self.header_codec = HeaderCodec(numerology)
+        self.numerology = numerology
+        bits = np.random.default_rng(0x6A7D).integers(0, 4, guard_symbols * numerology.n_data)
+        self.guard = (np.exp(1j * (np.pi / 4 + np.pi / 2 * bits))).astype(np.complex64)
+        self.message_port_register_in(pmt.intern("in"))
+        self.message_port_register_out(pmt.intern("out"))
+        self.set_msg_handler(pmt.intern("in"), self.handle)
+
+    def handle(self, msg):
+        meta, payload = split_pdu(msg)
+        names = FrameHeader.__dataclass_fields__
+        missing = [name for name in names if name not in meta]
+        if missing:
+            gr.log.error(f"gsc frame_builder: fragment PDU lacks {missing}; dropped")
+            return
+        header = FrameHeader(**{name: int(meta[name]) for name in names})
+        symbols = np.asarray(payload, dtype=np.complex64)
+        if symbols.size != header.payload_symbols:
+            gr.log.error(f"gsc frame_builder: payload has {symbols.size} symbols, "
+                         f"header says {header.payload_symbols}; dropped")
+            return
+        gain = np.sqrt(power_gain(header.power_level)).astype(np.float32)
+        # Zero-fill the last payload symbol, then add guard symbols: the receiver's
+        # sync delay line needs samples after a frame to release it. The guard
+        # carries fixed QPSK so it is not anti-periodic like the Schmidl-Cox word
+        # (pilots alone sit on odd carriers and would trigger the detector).
+        n_data = self.numerology.n_data
+        start = self.header_codec.slots
+        payload_slots = n_data * self.numerology.payload_ofdm_symbols(symbols.size)
+        frame = np.zeros(start + payload_slots + self.guard.size, dtype=np.complex64)
+        frame[:start] = self.header_codec.encode(header)
+        frame[start:start + symbols.size] = symbols
+        frame[start + payload_slots:] = self.guard
+        frame *= gain
+        self.message_port_pub(pmt.intern("out"), make_pdu({}, frame.astype(np.complex64)))
+
+
+class tail_flusher(gr.basic_block):
+    """Pass samples through; on a 'flush' message append that many zeros.
+
+    Sent after the last frame so a receiver's correlator and demux release it;
+    a radio idles with zeros between bursts anyway, a ZMQ stream does not.
+    """
+
+    def __init__(self):
+        gr.basic_block.__init__(self, name="gsc_tail_flusher", in_sig=[np.complex64], out_sig=[np.complex64])
+        self.pending = 0
+        self.message_port_register_in(pmt.intern("flush"))
+        self.set_msg_handler(pmt.intern("flush"), self.handle_flush)
+
+    def handle_flush(self, msg):
+        self.pending += int(pmt.to_python(msg)) if pmt.is_integer(msg) else 4096
+
+    def forecast(self, noutput_items, ninputs):
+        return [0 if self.pending else noutput_items]
+
+    def general_work(self, input_items, output_items):
+        n = min(len(input_items[0]), len(output_items[0]))
+        if n:
+            output_items[0][:n] = input_items[0][:n]
+            self.consume(0, n)
+            return n
+        if self.pending:
+            n = min(self.pending, len(output_items[0]))
+            output_items[0][:n] = 0
+            self.pending -= n
+            return n
+        return 0
+
+
+class ofdm_analog_tx(gr.hier_block2):
+    """Fragment PDUs -> OFDM baseband, built from gr-digital primitives.
+
+    Message ports: in (fragment PDUs), flush (an integer: zero samples to append
+    once the frames sent so far are out; send it after the last fragment).
+
+    Args:
+        fft_len: FFT length.
+        cp_len: cyclic prefix length in samples.
+        occupied_carriers: data carriers (signed indices, DC excluded).
+        pilot_carriers: pilot carriers (signed indices).
+        amplitude: RMS amplitude of the output samples at power level 0.
+        guard_symbols: OFDM symbols (pilots only) closing each frame, so the
+            receiver's delay line releases the frame even when it is the last one.
+    """
+
+    def __init__(self, fft_len=64, cp_len=16, occupied_carriers=None, pilot_carriers=None,
+                 amplitude=0.1, guard_symbols=1):
+        gr.hier_block2.__init__(self, "gsc_ofdm_analog_tx", gr.io_signature(0, 0, 0),
+                                gr.io_signature(1, 1, gr.sizeof_gr_complex))
+        self.message_port_register_hier_in("in")
+        kwargs = {}
+        if occupied_carriers is not None:
+            kwargs["occupied_carriers"] = tuple(occupied_carriers)
+        if pilot_carriers is not None:
+            kwargs["pilot_carriers"] = tuple(pilot_carriers)
+        self.numerology = numerology = Numerology(fft_len=fft_len, cp_len=cp_len, **kwargs)
+
+        self.builder = frame_builder(numerology, guard_symbols)
+        to_stream = pdu.pdu_to_tagged_stream(gr.types.complex_t, LENGTH_TAG)
+        allocator = digital.ofdm_carrier_allocator_cvc(
+            fft_len, [list(numerology.occupied_carriers)], [list(numerology.pilot_carriers)],
+            [list(row) for row in numerology.pilot_symbols], list(map(list, numerology.sync_words)),
+            LENGTH_TAG, True)
+        ifft = fft.fft_vcc(fft_len, False, (), True)
+        prefixer = digital.ofdm_cyclic_prefixer(fft_len, fft_len + cp_len, 0, LENGTH_TAG)
+        n_active = len(numerology.occupied_carriers) + len(numerology.pilot_carriers)
+        self.scale = blocks.multiply_const_cc(amplitude / np.sqrt(n_active))
+
+        self.flusher = tail_flusher()
+        self.message_port_register_hier_in("flush")
+        self.msg_connect(self, "in", self.builder, "in")
+        self.msg_connect(self, "flush", self.flusher, "flush")
+        self.msg_connect(self.builder, "out", to_stream, "pdus")
+        self.connect(to_stream, allocator, ifft, prefixer, self.scale, self.flusher, self)
+
+    def set_amplitude(self, amplitude):
+        n_active = len(self.numerology.occupied_carriers) + len(self.numerology.pilot_carriers)
+        self.scale.set_k(amplitude / np.sqrt(n_active))

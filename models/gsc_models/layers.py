@@ -1,0 +1,60 @@
+"""Building blocks shared by the JSCC codecs."""
+import torch
+from torch import nn
+
+
+class GDN(nn.Module):
+    """Generalized divisive normalization (Balle et al.); inverse=True gives IGDN.
+
+    y_i = x_i / sqrt(beta_i + sum_j gamma_ij x_j^2). Parameters are kept positive
+    by squaring a reparametrized value, which exports to plain ONNX ops.
+    """
+
+    def __init__(self, channels: int, inverse: bool = False, beta_min: float = 1e-6, gamma_init: float = 0.1):
+        super().__init__()
+        self.inverse = inverse
+        self.beta_min = beta_min
+        self.beta_sqrt = nn.Parameter(torch.ones(channels))
+        self.gamma_sqrt = nn.Parameter(torch.sqrt(gamma_init * torch.eye(channels)).view(channels, channels, 1, 1))
+
+    def forward(self, x):
+        beta = self.beta_sqrt ** 2 + self.beta_min
+        gamma = self.gamma_sqrt ** 2
+        norm = torch.sqrt(nn.functional.conv2d(x * x, gamma, beta))
+        return x * norm if self.inverse else x / norm
+
+
+class SNRAttention(nn.Module):
+    """Attention feature module (ADJSCC): channel gains from pooled features and SNR.
+
+    Fully convolutional: the pooling makes it independent of image size.
+    """
+
+    def __init__(self, channels: int, hidden: int | None = None):
+        super().__init__()
+        hidden = hidden or max(16, channels // 4)
+        self.mlp = nn.Sequential(
+            nn.Linear(channels + 1, hidden), nn.ReLU(inplace=True),
+            nn.Linear(hidden, channels), nn.Sigmoid(),
+        )
+
+    def forward(self, x, snr_db):
+        pooled = x.mean(dim=(2, 3))
+        gains = self.mlp(torch.cat([pooled, snr_db / 20.0], dim=1))
+        return x * gains[:, :, None, None]
+
+
+def normalize_power(latent: torch.Tensor) -> torch.Tensor:
+    """Scale each image's symbols to unit average complex power.
+
+    latent is [N, 2*C, h, w]: channels [0, C) are in-phase, [C, 2C) quadrature,
+    so the complex power per symbol is 2 * mean(latent**2).
+    """
+    power = 2.0 * latent.pow(2).mean(dim=(1, 2, 3), keepdim=True)
+    return latent / torch.sqrt(power + 1e-12)
+
+
+def awgn(latent: torch.Tensor, snr_db: torch.Tensor) -> torch.Tensor:
+    """Complex AWGN at snr_db ([N,1]) on unit-power symbols in real layout."""
+    noise_var = torch.pow(10.0, -snr_db / 10.0)[:, :, None, None]
+    return latent + torch.randn_like(latent) * torch.sqrt(noise_var / 2.0)

@@ -1,0 +1,125 @@
+"""Train a JSCC codec on CIFAR-10 over an AWGN channel with SNR drawn per image.
+
+Example (the command behind models/deepjscc):
+    python -m gsc_models.train --model deepjscc --epochs 12 --out runs/deepjscc
+Checkpoints are plain state dicts (load with torch.load(weights_only=True)).
+"""
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .data import datasets_root, load_cifar10, manifest_sha256
+from .deepjscc import DeepJSCC
+from .layers import awgn
+
+MODELS = {"deepjscc": DeepJSCC}
+
+
+def psnr_db(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    mse = ((x - y) ** 2).flatten(1).mean(1).clamp_min(1e-10)
+    return 10 * torch.log10(1.0 / mse)
+
+
+@torch.no_grad()
+def evaluate(model, images: torch.Tensor, snrs=(0, 10, 20), batch=500, seed=0):
+    model.eval()
+    gen_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    table = {}
+    for snr in snrs:
+        values = []
+        for i in range(0, len(images), batch):
+            x = images[i:i + batch]
+            s = torch.full((len(x), 1), float(snr))
+            y = model.decoder(awgn(model.encoder(x, s), s), s)
+            values.append(psnr_db(x, y))
+        table[str(snr)] = float(torch.cat(values).mean())
+    torch.random.set_rng_state(gen_state)
+    model.train()
+    return table
+
+
+def to_tensor(images_u8: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(images_u8).permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", choices=sorted(MODELS), default="deepjscc")
+    p.add_argument("--channels", type=int, default=64)
+    p.add_argument("--epochs", type=int, default=12)
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--snr-min", type=float, default=-2.0)
+    p.add_argument("--snr-max", type=float, default=22.0)
+    p.add_argument("--snr-input-jitter-db", type=float, default=0.5,
+                   help="std of the error added to the SNR the networks see, as a receiver's estimate has")
+    p.add_argument("--data", default=None, help="datasets folder (default ../shared/datasets)")
+    p.add_argument("--limit", type=int, default=None, help="use only the first N training images")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--out", required=True, help="folder for checkpoints and the training log")
+    args = p.parse_args(argv)
+
+    torch.manual_seed(args.seed)
+    np.random.seed(args.seed)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    root = datasets_root(args.data)
+    train_u8, _, _ = load_cifar10("train", root, args.limit)
+    test_u8, _, _ = load_cifar10("test", root, 1000)
+    train = to_tensor(train_u8)
+    test = to_tensor(test_u8)
+
+    model = MODELS[args.model](channels=args.channels).to(args.device)
+    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
+    steps_per_epoch = len(train) // args.batch
+    total = steps_per_epoch * args.epochs
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / 500) * 0.5 * (1 + math.cos(math.pi * min(s, total) / total)) + 0.01)
+    log = {"args": vars(args), "data_manifest_sha256": manifest_sha256(root),
+           "n_train": len(train), "params": sum(p.numel() for p in model.parameters()), "epochs": []}
+    start = time.time()
+    step = 0
+    for epoch in range(args.epochs):
+        perm = torch.randperm(len(train))
+        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{args.epochs}", unit="batch")
+        running = None
+        for b in bar:
+            x = train[perm[b * args.batch:(b + 1) * args.batch]]
+            flip = torch.rand(len(x)) < 0.5
+            x[flip] = x[flip].flip(3)
+            x = x.to(args.device)
+            snr = torch.empty(len(x), 1, device=args.device).uniform_(args.snr_min, args.snr_max)
+            seen = snr + torch.randn_like(snr) * args.snr_input_jitter_db
+            y = model.decoder(awgn(model.encoder(x, snr), snr), seen)
+            loss = torch.mean((x - y) ** 2)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            step += 1
+            running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
+            bar.set_postfix(psnr=f"{10 * math.log10(1 / running):.2f}", lr=f"{sched.get_last_lr()[0]:.1e}")
+        model.cpu()
+        table = evaluate(model, test)
+        model.to(args.device)
+        entry = {"epoch": epoch + 1, "minutes": round((time.time() - start) / 60, 2), "test1000_psnr_db": table}
+        log["epochs"].append(entry)
+        print(json.dumps(entry), flush=True)
+        torch.save({"config": model.config, "state_dict": model.state_dict()}, out / "checkpoint.pt")
+        (out / "train_log.json").write_text(json.dumps(log, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
