@@ -13,7 +13,7 @@ from .pdu_util import make_pdu, split_pdu
 FRAME_TAG = "frame_len"
 
 
-def _td_pdu_chain(hier, source, fft_len, fixed_symbols=None):
+def _td_pdu_chain(hier, source, fft_len, max_symbols, fixed_symbols=None):
     """CP-free time-domain symbols of one hpd output, one PDU per frame.
 
     hpd tags payload frames with their length; header frames carry no length tag
@@ -25,6 +25,8 @@ def _td_pdu_chain(hier, source, fft_len, fixed_symbols=None):
     else:
         framer = blocks.stream_to_tagged_stream(gr.sizeof_gr_complex, 1, fixed_symbols * fft_len, FRAME_TAG)
     to_pdu = pdu.tagged_stream_to_pdu(gr.types.complex_t, FRAME_TAG)
+    for block in (unvector, framer):
+        block.set_min_output_buffer(2 * max_symbols * fft_len)
     hier.connect(source, unvector, framer, to_pdu)
     return to_pdu
 
@@ -131,13 +133,14 @@ class ofdm_analog_rx(gr.hier_block2):
         cp_len: cyclic prefix length in samples.
         occupied_carriers: data carriers (signed indices, DC excluded).
         pilot_carriers: pilot carriers (signed indices).
+        max_fragment_symbols: largest payload per frame; sizes the stream buffers.
         detect_threshold: corr_est_cc dynamic threshold; a correlation peak must exceed
             -ln(1 - threshold) times the mean correlation power.
     Message ports: out (fragments), events (lost headers).
     """
 
     def __init__(self, fft_len=64, cp_len=16, occupied_carriers=None, pilot_carriers=None,
-                 detect_threshold=0.99999):
+                 detect_threshold=0.99999, max_fragment_symbols=4800):
         gr.hier_block2.__init__(self, "gsc_ofdm_analog_rx",
                                 gr.io_signature(1, 1, gr.sizeof_gr_complex), gr.io_signature(0, 0, 0))
         self.message_port_register_hier_out("out")
@@ -157,8 +160,13 @@ class ofdm_analog_rx(gr.hier_block2):
 
         self.header_decoder = header_decoder(numerology)
         self.payload_equalizer = payload_equalizer(numerology)
-        header_pdus = _td_pdu_chain(self, (hpd, 0), fft_len, 2 + HEADER_OFDM_SYMBOLS)
-        payload_pdus = _td_pdu_chain(self, (hpd, 1), fft_len)
+        max_symbols = 2 + HEADER_OFDM_SYMBOLS + numerology.payload_ofdm_symbols(max_fragment_symbols)
+        # hpd copies a whole payload at once: its input must hold a frame.
+        detector.set_min_output_buffer(2 * max_symbols * numerology.symbol_len)
+        hpd.set_min_output_buffer(0, 2 * max_symbols)
+        hpd.set_min_output_buffer(1, 2 * max_symbols)
+        header_pdus = _td_pdu_chain(self, (hpd, 0), fft_len, max_symbols, 2 + HEADER_OFDM_SYMBOLS)
+        payload_pdus = _td_pdu_chain(self, (hpd, 1), fft_len, max_symbols)
         self.msg_connect(header_pdus, "pdus", self.header_decoder, "in")
         self.msg_connect(self.header_decoder, "header_data", hpd, "header_data")
         self.msg_connect(payload_pdus, "pdus", self.payload_equalizer, "in")

@@ -3,7 +3,7 @@ import numpy as np
 import pmt
 from gnuradio import blocks, digital, fft, gr, pdu
 
-from .core.frame import FrameHeader, HeaderCodec, Numerology, power_gain
+from .core.frame import HEADER_OFDM_SYMBOLS, FrameHeader, HeaderCodec, Numerology, power_gain
 from .pdu_util import make_pdu, split_pdu
 
 LENGTH_TAG = "packet_len"
@@ -21,6 +21,8 @@ class frame_builder(gr.basic_block):
         gr.basic_block.__init__(self, name="gsc_frame_builder", in_sig=None, out_sig=None)
         self.header_codec = HeaderCodec(numerology)
         self.numerology = numerology
+        self.frames_built = 0
+        self.samples_queued = 0     # baseband samples of all frames built so far
         bits = np.random.default_rng(0x6A7D).integers(0, 4, guard_symbols * numerology.n_data)
         self.guard = (np.exp(1j * (np.pi / 4 + np.pi / 2 * bits))).astype(np.complex64)
         self.message_port_register_in(pmt.intern("in"))
@@ -40,7 +42,7 @@ class frame_builder(gr.basic_block):
             gr.log.error(f"gsc frame_builder: payload has {symbols.size} symbols, "
                          f"header says {header.payload_symbols}; dropped")
             return
-        gain = np.sqrt(power_gain(header.power_level)).astype(np.float32)
+        gain = np.float32(np.sqrt(power_gain(header.power_level)))
         # Zero-fill the last payload symbol, then add guard symbols: the receiver's
         # sync delay line needs samples after a frame to release it. The guard
         # carries fixed QPSK so it is not anti-periodic like the Schmidl-Cox word
@@ -53,35 +55,51 @@ class frame_builder(gr.basic_block):
         frame[start:start + symbols.size] = symbols
         frame[start + payload_slots:] = self.guard
         frame *= gain
+        self.frames_built += 1
+        self.samples_queued += self.numerology.symbol_len * (2 + frame.size // n_data)
         self.message_port_pub(pmt.intern("out"), make_pdu({}, frame.astype(np.complex64)))
 
 
 class tail_flusher(gr.basic_block):
-    """Pass samples through; on a 'flush' message append that many zeros.
+    """Pass samples through; on a 'flush' message append zeros after the frames.
 
     Sent after the last frame so a receiver's correlator and demux release it;
-    a radio idles with zeros between bursts anyway, a ZMQ stream does not.
+    a radio idles with zeros between bursts anyway, a ZMQ stream does not. The
+    message is a dict {"after": samples, "zeros": n}: the zeros go out only once
+    'after' samples have passed, so they never land inside a frame.
     """
 
     def __init__(self):
         gr.basic_block.__init__(self, name="gsc_tail_flusher", in_sig=[np.complex64], out_sig=[np.complex64])
         self.pending = 0
+        self.passed = 0
+        self.release_after = 0
         self.message_port_register_in(pmt.intern("flush"))
         self.set_msg_handler(pmt.intern("flush"), self.handle_flush)
 
     def handle_flush(self, msg):
-        self.pending += int(pmt.to_python(msg)) if pmt.is_integer(msg) else 4096
+        request = pmt.to_python(msg)
+        if not isinstance(request, dict):
+            request = {"zeros": int(request) if isinstance(request, int) else 4096}
+        self.release_after = max(self.release_after, int(request.get("after", 0)))
+        self.pending += int(request.get("zeros", 4096))
+
+    @property
+    def idle(self) -> bool:
+        return self.pending == 0
 
     def forecast(self, noutput_items, ninputs):
-        return [0 if self.pending else noutput_items]
+        ready = self.pending and self.passed >= self.release_after
+        return [0 if ready else noutput_items]
 
     def general_work(self, input_items, output_items):
         n = min(len(input_items[0]), len(output_items[0]))
         if n:
             output_items[0][:n] = input_items[0][:n]
             self.consume(0, n)
+            self.passed += n
             return n
-        if self.pending:
+        if self.pending and self.passed >= self.release_after:
             n = min(self.pending, len(output_items[0]))
             output_items[0][:n] = 0
             self.pending -= n
@@ -101,12 +119,14 @@ class ofdm_analog_tx(gr.hier_block2):
         occupied_carriers: data carriers (signed indices, DC excluded).
         pilot_carriers: pilot carriers (signed indices).
         amplitude: RMS amplitude of the output samples at power level 0.
+        max_fragment_symbols: largest payload per frame; sizes the stream buffers,
+            which must hold a whole frame.
         guard_symbols: OFDM symbols (pilots only) closing each frame, so the
             receiver's delay line releases the frame even when it is the last one.
     """
 
     def __init__(self, fft_len=64, cp_len=16, occupied_carriers=None, pilot_carriers=None,
-                 amplitude=0.1, guard_symbols=1):
+                 amplitude=0.1, guard_symbols=1, max_fragment_symbols=4800):
         gr.hier_block2.__init__(self, "gsc_ofdm_analog_tx", gr.io_signature(0, 0, 0),
                                 gr.io_signature(1, 1, gr.sizeof_gr_complex))
         self.message_port_register_hier_in("in")
@@ -130,6 +150,13 @@ class ofdm_analog_tx(gr.hier_block2):
 
         self.flusher = tail_flusher()
         self.message_port_register_hier_in("flush")
+        # Tagged-stream blocks need a whole frame in one buffer.
+        n_sym = 2 + HEADER_OFDM_SYMBOLS + numerology.payload_ofdm_symbols(max_fragment_symbols) + guard_symbols
+        to_stream.set_min_output_buffer(2 * n_sym * numerology.n_data)
+        for block in (allocator, ifft):
+            block.set_min_output_buffer(2 * n_sym)
+        for block in (prefixer, self.scale, self.flusher):
+            block.set_min_output_buffer(2 * n_sym * numerology.symbol_len)
         self.msg_connect(self, "in", self.builder, "in")
         self.msg_connect(self, "flush", self.flusher, "flush")
         self.msg_connect(self.builder, "out", to_stream, "pdus")

@@ -1,0 +1,104 @@
+"""TX and RX top blocks from a validated radio setup (see core/config.py)."""
+import numpy as np
+import pmt
+from gnuradio import blocks, gr, zeromq
+
+from ..channel import from_config as channel_from_config
+from ..image_sink import image_sink
+from ..image_source import image_source
+from ..ofdm_analog_rx import ofdm_analog_rx
+from ..ofdm_analog_tx import ofdm_analog_tx
+from ..semantic_decoder import semantic_decoder
+from ..semantic_encoder import semantic_encoder
+
+ZMQ_TIMEOUT_MS = 100
+# A small high-water mark gives backpressure: the TX runs only as far ahead of
+# the RX as a few messages, so nothing waits in ZMQ queues when the TX ends.
+ZMQ_HWM = 4
+
+
+def _usrp(config, direction):
+    from gnuradio import uhd
+    u = config["usrp"]
+    stream = uhd.stream_args(cpu_format="fc32", channels=[0])
+    if direction == "tx":
+        dev = uhd.usrp_sink(u["args"], stream, "packet_len")
+        dev.set_gain(u["tx_gain"], 0)
+        dev.set_antenna(u["tx_antenna"], 0)
+    else:
+        dev = uhd.usrp_source(u["args"], stream)
+        dev.set_gain(u["rx_gain"], 0)
+        dev.set_antenna(u["rx_antenna"], 0)
+    dev.set_samp_rate(u["samp_rate"])
+    dev.set_center_freq(u["center_freq"], 0)
+    return dev
+
+
+class tx_top(gr.top_block):
+    """image_source -> semantic_encoder -> ofdm_analog_tx -> [channel] -> ZMQ PUSH | USRP sink."""
+
+    def __init__(self, config, images, manifest, start_delay_s=0.5, interval_s=0.0, first_id=0):
+        gr.top_block.__init__(self, "gsc_tx")
+        ofdm, codec = config["ofdm"], config["codec"]
+        self.source = image_source(images, first_id=first_id, interval_s=interval_s, manifest=manifest,
+                                   start_delay_s=start_delay_s)
+        self.encoder = semantic_encoder(codec["name"], codec["rate_index"], codec["power_level"], 0,
+                                        codec["encoder_snr_db"], ofdm["max_fragment_symbols"], codec["models_dir"])
+        self.tx = ofdm_analog_tx(ofdm["fft_len"], ofdm["cp_len"], amplitude=ofdm["amplitude"],
+                                 guard_symbols=ofdm["guard_symbols"],
+                                 max_fragment_symbols=ofdm["max_fragment_symbols"])
+        self.msg_connect(self.source, "out", self.encoder, "in")
+        self.msg_connect(self.encoder, "out", self.tx, "in")
+        chain = [self.tx]
+        if config["link"] == "zmq":
+            if config["channel"]["enabled"]:
+                self.channel = channel_from_config(config)
+                chain.append(self.channel)
+            chain.append(zeromq.push_sink(gr.sizeof_gr_complex, 1, config["zmq"]["address"], ZMQ_TIMEOUT_MS,
+                                          False, ZMQ_HWM))
+        else:
+            chain.append(_usrp(config, "tx"))
+        self.connect(*chain)
+
+    @property
+    def builder(self):
+        return self.tx.builder
+
+    def all_framed(self) -> bool:
+        sent = sum(1 for r in self.source.records if r["status"] == "sent")
+        return (self.source.finished.is_set() and self.encoder.images_handled >= sent
+                and self.builder.frames_built >= self.encoder.fragments_out)
+
+    def flush(self, zeros=8192):
+        self.tx.flusher.to_basic_block()._post(
+            pmt.intern("flush"), pmt.to_pmt({"after": int(self.builder.samples_queued), "zeros": int(zeros)}))
+
+
+class rx_top(gr.top_block):
+    """ZMQ PULL | USRP source -> ofdm_analog_rx -> semantic_decoder -> image_sink."""
+
+    def __init__(self, config, out_dir, manifest=""):
+        gr.top_block.__init__(self, "gsc_rx")
+        ofdm = config["ofdm"]
+        if config["link"] == "zmq":
+            self.radio = zeromq.pull_source(gr.sizeof_gr_complex, 1, config["zmq"]["address"], ZMQ_TIMEOUT_MS,
+                                            False, ZMQ_HWM)
+        else:
+            self.radio = _usrp(config, "rx")
+        self.rx = ofdm_analog_rx(ofdm["fft_len"], ofdm["cp_len"], detect_threshold=ofdm["detect_threshold"],
+                                 max_fragment_symbols=ofdm["max_fragment_symbols"])
+        self.decoder = semantic_decoder(config["codec"]["models_dir"], config["rx"]["reassembly_timeout_s"])
+        self.sink = image_sink(out_dir, manifest)
+        self.events = blocks.message_debug()
+        self.connect(self.radio, self.rx)
+        self.msg_connect(self.rx, "out", self.decoder, "in")
+        self.msg_connect(self.decoder, "out", self.sink, "in")
+        self.msg_connect(self.rx, "events", self.events, "store")
+        self.msg_connect(self.decoder, "events", self.events, "store")
+
+    def event_list(self):
+        return [pmt.to_python(self.events.get_message(i)) for i in range(self.events.num_messages())]
+
+    @property
+    def fragments_received(self) -> int:
+        return self.rx.header_decoder.frames_ok

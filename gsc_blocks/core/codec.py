@@ -1,0 +1,150 @@
+"""ONNX Runtime codecs: look a model up by name, check its card and hashes, run it.
+
+The boundary with the training side is models/<name>/card.json plus the ONNX
+files it names. A file whose SHA-256 differs from the card is refused.
+"""
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+REPO_MODELS = Path(__file__).resolve().parents[2] / "models"
+
+
+class CodecError(RuntimeError):
+    """A model cannot be used; the message says which file and what to do."""
+
+
+def model_search_path() -> list[Path]:
+    """$GSC_MODELS, then the installed share/gsc/models, then the source tree's models/."""
+    paths = []
+    if os.environ.get("GSC_MODELS"):
+        paths.append(Path(os.environ["GSC_MODELS"]))
+    import sys
+    paths.append(Path(sys.prefix) / "share" / "gsc" / "models")
+    paths.append(REPO_MODELS)
+    return paths
+
+
+def find_model(name: str, models_dir: str | os.PathLike | None = None) -> Path:
+    candidates = [Path(models_dir)] if models_dir else model_search_path()
+    for base in candidates:
+        if (base / name / "card.json").is_file():
+            return base / name
+    raise CodecError(f"model '{name}' not found: no {name}/card.json under "
+                     f"{', '.join(str(c) for c in candidates)}. Available: {available_models(models_dir) or 'none'}. "
+                     "Restore the models/ folder from git, or export one with scripts/gsc export.")
+
+
+def available_models(models_dir=None) -> list[str]:
+    names = set()
+    for base in ([Path(models_dir)] if models_dir else model_search_path()):
+        if base.is_dir():
+            names.update(p.parent.name for p in base.glob("*/card.json"))
+    return sorted(names)
+
+
+def load_card(name: str, models_dir=None) -> dict:
+    folder = find_model(name, models_dir)
+    try:
+        card = json.loads((folder / "card.json").read_text())
+    except json.JSONDecodeError as err:
+        raise CodecError(f"{folder / 'card.json'} is not valid JSON ({err}); restore it from git") from None
+    card["_folder"] = str(folder)
+    return card
+
+
+def codec_name_for_id(codec_id: int, models_dir=None) -> str:
+    for name in available_models(models_dir):
+        if load_card(name, models_dir).get("codec_id") == codec_id:
+            return name
+    raise CodecError(f"no model card has codec_id {codec_id} (the header's codec field); "
+                     f"available models: {available_models(models_dir)}")
+
+
+def _verified_session(folder: Path, entry: dict, providers):
+    import onnxruntime as ort
+    path = folder / entry["path"]
+    if not path.is_file():
+        raise CodecError(f"{path} is missing: restore it with git (git checkout -- {path.name}) "
+                         f"or re-export the model with scripts/gsc export")
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    if digest != entry["sha256"]:
+        raise CodecError(f"{path} has SHA-256 {digest[:16]}..., but {folder / 'card.json'} says "
+                         f"{entry['sha256'][:16]}...: the file is corrupted or was replaced. Restore it "
+                         "from git, or re-export the model so file and card match.")
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), sess_options=options, providers=providers)
+
+
+def default_providers() -> list[str]:
+    import onnxruntime as ort
+    available = ort.get_available_providers()
+    return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+
+
+@dataclass
+class LatentShape:
+    channels: int   # real channels (2 x complex)
+    h: int
+    w: int
+
+    @property
+    def n_symbols(self) -> int:
+        return self.channels // 2 * self.h * self.w
+
+
+class JSCCCodec:
+    """Encoder/decoder pair of one model. Symbols are complex64, ordered (channel, row, col)."""
+
+    def __init__(self, name: str, models_dir=None, providers=None):
+        self.card = load_card(name, models_dir)
+        self.name = name
+        self.codec_id = int(self.card["codec_id"])
+        self.downsample = int(self.card["downsample"])
+        self.latent_complex = int(self.card["latent_complex_per_block"])
+        self.cbr = float(self.card["cbr"])
+        folder = Path(self.card["_folder"])
+        providers = providers or default_providers()
+        self.encoder = _verified_session(folder, self.card["files"]["encoder"], providers)
+        self.decoder = _verified_session(folder, self.card["files"]["decoder"], providers)
+        self.providers = self.encoder.get_providers()
+
+    def check_size(self, height: int, width: int):
+        if height % self.downsample or width % self.downsample or height < 8 or width < 8:
+            raise ValueError(f"image is {width}x{height}: {self.name} needs width and height that are "
+                             f"multiples of {self.downsample} and at least 8 (crop or pad the image)")
+
+    def latent_shape(self, height: int, width: int) -> LatentShape:
+        return LatentShape(2 * self.latent_complex, height // self.downsample, width // self.downsample)
+
+    def encode(self, image: np.ndarray, snr_db: float) -> np.ndarray:
+        """uint8 HxWx3 -> complex64 symbols with unit average power."""
+        h, w = image.shape[:2]
+        self.check_size(h, w)
+        x = np.ascontiguousarray(image.transpose(2, 0, 1)[None], dtype=np.float32) / 255.0
+        out = self.encoder.run(None, {"image": x, "snr_db": np.array([[snr_db]], np.float32)})[0][0]
+        half = out.shape[0] // 2
+        return (out[:half] + 1j * out[half:]).reshape(-1).astype(np.complex64)
+
+    def decode(self, symbols: np.ndarray, height: int, width: int, snr_db: float) -> np.ndarray:
+        """complex symbols (channel, row, col order) -> uint8 HxWx3."""
+        shape = self.latent_shape(height, width)
+        if symbols.size != shape.n_symbols:
+            raise ValueError(f"{symbols.size} symbols do not make a {width}x{height} image "
+                             f"({shape.n_symbols} expected)")
+        z = np.asarray(symbols, np.complex64).reshape(shape.channels // 2, shape.h, shape.w)
+        latent = np.concatenate([z.real, z.imag])[None].astype(np.float32)
+        out = self.decoder.run(None, {"symbols": latent, "snr_db": np.array([[snr_db]], np.float32)})[0][0]
+        return np.clip(np.rint(out.transpose(1, 2, 0) * 255.0), 0, 255).astype(np.uint8)
+
+
+def timed(fn, *args):
+    start = time.perf_counter()
+    result = fn(*args)
+    return result, (time.perf_counter() - start) * 1e3

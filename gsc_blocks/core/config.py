@@ -1,0 +1,162 @@
+"""Radio setup files (radio_config/*.yaml): one schema, clear errors.
+
+Every key is declared once in SCHEMA with its type, default and allowed
+values. load_config() merges the file over the defaults and stops on the first
+unknown key or bad value with a message naming file, key, value and what is
+allowed.
+"""
+import copy
+from pathlib import Path
+
+import yaml
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _num(lo=None, hi=None, integer=False):
+    return {"type": "int" if integer else "number", "min": lo, "max": hi}
+
+
+SCHEMA = {
+    "name": {"type": "str", "default": "unnamed", "doc": "what this setup is"},
+    "link": {"type": "choice", "choices": ["zmq", "usrp"], "default": "zmq",
+             "doc": "zmq: two processes over a ZMQ loopback with an emulated channel; usrp: over the air"},
+    "ofdm": {
+        "fft_len": {**_num(16, 4096, True), "default": 64, "doc": "FFT length"},
+        "cp_len": {**_num(1, 1024, True), "default": 16, "doc": "cyclic prefix, samples"},
+        "amplitude": {**_num(1e-4, 1.0), "default": 0.1, "doc": "RMS amplitude of the TX samples at full power"},
+        "max_fragment_symbols": {**_num(48, 16383, True), "default": 4800,
+                                 "doc": "complex payload symbols per frame; larger images are fragmented"},
+        "detect_threshold": {**_num(0.5, 0.99999999), "default": 0.99999,
+                             "doc": "corr_est_cc dynamic threshold for frame detection"},
+        "guard_symbols": {**_num(1, 64, True), "default": 1, "doc": "OFDM symbols closing each frame"},
+    },
+    "codec": {
+        "name": {"type": "str", "default": "deepjscc", "doc": "model folder under models/"},
+        "rate_index": {**_num(0, 15, True), "default": 0, "doc": "rate level (CBR index of the codec)"},
+        "power_level": {**_num(0, 15, True), "default": 0, "doc": "transmit power level, 2 dB per step down"},
+        "encoder_snr_db": {**_num(-10, 40), "default": 10.0,
+                           "doc": "SNR the encoder is conditioned on (channel state known at TX)"},
+        "models_dir": {"type": "str", "default": "", "doc": "folder holding the model folders ('' = search path)"},
+    },
+    "channel": {
+        "enabled": {"type": "bool", "default": True, "doc": "emulate the channel (ZMQ); off for USRP"},
+        "snr_db": {**_num(-20, 80), "default": 10.0, "doc": "per-carrier SNR at full power"},
+        "cfo": {**_num(-0.45, 0.45), "default": 0.0, "doc": "carrier frequency offset, in carrier spacings"},
+        "multipath_taps": {"type": "taps", "default": [1.0],
+                           "doc": "sample-spaced FIR taps, real or [re, im]; normalized to unit energy"},
+        "fading": {"type": "choice", "choices": ["none", "rayleigh", "rician"], "default": "none",
+                   "doc": "flat fading (gr-channels fading_model) before the multipath taps"},
+        "doppler": {**_num(0.0, 0.1), "default": 1e-5, "doc": "max Doppler, normalized to the sample rate"},
+        "k_factor": {**_num(0.0, 100.0), "default": 4.0, "doc": "Rician K factor"},
+        "seed": {**_num(0, 2 ** 31 - 1, True), "default": 42, "doc": "noise and fading seed"},
+    },
+    "zmq": {
+        "address": {"type": "str", "default": "tcp://127.0.0.1:5555",
+                    "doc": "PUSH (TX, binds) / PULL (RX, connects) address; loopback by default"},
+    },
+    "usrp": {
+        "args": {"type": "str", "default": "", "doc": "UHD device args, e.g. type=b200"},
+        "samp_rate": {**_num(1e5, 1e8), "default": 1e6, "doc": "sample rate, S/s"},
+        "center_freq": {**_num(1e6, 6e9), "default": 2.45e9, "doc": "carrier frequency, Hz"},
+        "tx_gain": {**_num(0, 100), "default": 60.0, "doc": "TX gain, dB"},
+        "rx_gain": {**_num(0, 100), "default": 40.0, "doc": "RX gain, dB"},
+        "tx_antenna": {"type": "str", "default": "TX/RX", "doc": "TX antenna port"},
+        "rx_antenna": {"type": "str", "default": "RX2", "doc": "RX antenna port"},
+    },
+    "rx": {
+        "reassembly_timeout_s": {**_num(0.05, 600), "default": 2.0,
+                                 "doc": "decode an incomplete image this long after its last fragment"},
+    },
+}
+
+
+def _is_leaf(spec) -> bool:
+    return "type" in spec and not isinstance(spec.get("type"), dict)
+
+
+def defaults(schema=SCHEMA) -> dict:
+    return {k: (copy.deepcopy(v["default"]) if _is_leaf(v) else defaults(v)) for k, v in schema.items()}
+
+
+def _check_value(where: str, key: str, value, spec):
+    kind = spec["type"]
+
+    def fail(expected):
+        raise ConfigError(f"{where}: key {key}: value {value!r} is not allowed: expected {expected}")
+
+    if kind == "str":
+        if not isinstance(value, str):
+            fail("a string")
+        return value
+    if kind == "bool":
+        if not isinstance(value, bool):
+            fail("true or false")
+        return value
+    if kind == "choice":
+        if value not in spec["choices"]:
+            fail("one of " + ", ".join(map(str, spec["choices"])))
+        return value
+    if kind in ("number", "int"):
+        lo, hi = spec.get("min"), spec.get("max")
+        bounds = f" between {lo} and {hi}"
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+                (kind == "int" and not float(value).is_integer()):
+            fail(("an integer" if kind == "int" else "a number") + bounds)
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            fail(("an integer" if kind == "int" else "a number") + bounds)
+        return int(value) if kind == "int" else float(value)
+    if kind == "taps":
+        if not isinstance(value, list) or not value or len(value) > 64:
+            fail("a list of 1 to 64 taps, each a number or [re, im]")
+        taps = []
+        for tap in value:
+            if isinstance(tap, (int, float)) and not isinstance(tap, bool):
+                taps.append(complex(tap))
+            elif isinstance(tap, list) and len(tap) == 2 and all(isinstance(t, (int, float)) for t in tap):
+                taps.append(complex(tap[0], tap[1]))
+            else:
+                fail("a list of taps, each a number or [re, im]")
+        if sum(abs(t) ** 2 for t in taps) == 0:
+            fail("taps with non-zero energy")
+        return taps
+    raise AssertionError(kind)
+
+
+def validate(data: dict, where: str, schema=SCHEMA, prefix="") -> dict:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: {prefix.rstrip('.') or 'the file'} must be a mapping of keys to values")
+    out = defaults(schema)
+    for key, value in data.items():
+        full = prefix + str(key)
+        if key not in schema:
+            raise ConfigError(f"{where}: unknown key {full}: allowed keys here are "
+                              + ", ".join(sorted(schema)))
+        spec = schema[key]
+        if _is_leaf(spec):
+            out[key] = _check_value(where, full, value, spec)
+        else:
+            out[key] = validate(value, where, spec, full + ".")
+    return out
+
+
+def load_config(path: str | Path, overrides: dict | None = None) -> dict:
+    """Read, merge over defaults and validate a radio setup file; overrides use dotted keys."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found (setups live in radio_config/)") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    for dotted, value in (overrides or {}).items():
+        node = data
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    config = validate(data, str(path))
+    config["_path"] = str(path)
+    return config

@@ -1,0 +1,70 @@
+"""Image sink: decoded image PDUs -> PNG files, metrics and a JSONL log."""
+import json
+import threading
+from pathlib import Path
+
+import numpy as np
+import pmt
+from gnuradio import gr
+
+from .core.images import ImageError, load_image, save_png
+from .core.metrics import ms_ssim, psnr_db
+from .pdu_util import split_pdu
+
+
+def read_manifest(path) -> dict:
+    """TX manifest JSONL -> {image_id: record}; the last record of an id wins."""
+    records = {}
+    path = Path(path)
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            if line.strip():
+                record = json.loads(line)
+                records[int(record["image_id"])] = record
+    return records
+
+
+class image_sink(gr.basic_block):
+    """Writes each received image as <out_dir>/rx_<id>_<name>.png and one JSONL line
+    (header fields, SNR estimates, fragments lost, decode time and, where the
+    TX manifest names the original, PSNR and MS-SSIM against it).
+
+    Args:
+        out_dir: folder for images and received.jsonl.
+        manifest: the TX manifest JSONL ('' = no metrics here; the report adds them).
+    """
+
+    def __init__(self, out_dir="gsc_out", manifest=""):
+        gr.basic_block.__init__(self, name="gsc_image_sink", in_sig=None, out_sig=None)
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.manifest = manifest
+        self.log_path = self.out_dir / "received.jsonl"
+        self.received = []
+        self.lock = threading.Lock()
+        self.message_port_register_in(pmt.intern("in"))
+        self.set_msg_handler(pmt.intern("in"), self.handle)
+
+    def handle(self, msg):
+        meta, pixels = split_pdu(msg)
+        h, w = int(meta["height"]), int(meta["width"])
+        image = np.asarray(pixels, np.uint8).reshape(h, w, 3)
+        image_id = int(meta["image_id"])
+        record = {k: (float(v) if isinstance(v, (np.floating, float)) else v) for k, v in meta.items()
+                  if isinstance(v, (int, float, str, np.integer, np.floating))}
+        reference = read_manifest(self.manifest).get(image_id) if self.manifest else None
+        name = reference["name"] if reference else f"{image_id}"
+        record["file"] = f"rx_{image_id:05d}_{name}.png"
+        save_png(self.out_dir / record["file"], image)
+        if reference and reference.get("status") == "sent":
+            try:
+                original = load_image(reference["path"])
+                if original.shape == image.shape:
+                    record["psnr_db"] = psnr_db(original, image)
+                    record["ms_ssim"] = ms_ssim(original, image)
+            except ImageError as err:
+                record["metric_error"] = str(err)
+        with self.lock:
+            self.received.append(record)
+            with self.log_path.open("a") as fh:
+                fh.write(json.dumps(record) + "\n")

@@ -1,0 +1,115 @@
+"""Semantic decoder: equalized fragment PDUs -> reassembled, decoded image PDUs."""
+import threading
+import time
+
+import numpy as np
+import pmt
+from gnuradio import gr
+
+from .core.codec import CodecError, JSCCCodec, codec_name_for_id
+from .core.reassembly import Reassembler
+from .pdu_util import make_pdu, split_pdu
+
+
+class semantic_decoder(gr.basic_block):
+    """Reassembles fragments per image and runs the codec's ONNX decoder.
+
+    The codec is chosen per image from the header's codec id. The decoder is
+    conditioned on the measured SNR (AWGN-equivalent, from the receiver's
+    channel estimate). A fragment that never arrives is decoded as an erasure
+    (zero symbols) once the image's timeout passes or a flush comes, and
+    reported in the image's metadata.
+
+    Args:
+        models_dir: where model folders live ('' = default search path).
+        reassembly_timeout_s: decode an incomplete image this long after its last fragment.
+    Message ports: in (fragments), flush (decode everything pending), out (images),
+    events (images that could not be decoded, with the reason).
+    """
+
+    def __init__(self, models_dir="", reassembly_timeout_s=2.0):
+        gr.basic_block.__init__(self, name="gsc_semantic_decoder", in_sig=None, out_sig=None)
+        self.models_dir = models_dir or None
+        self.codecs = {}
+        self.reassembler = Reassembler(float(reassembly_timeout_s), self._image_symbols)
+        self.lock = threading.Lock()            # one decode at a time
+        self.reassembly_lock = threading.Lock()  # handler, timer and flush threads share it
+        self.busy = 0                            # decodes in progress (a receiver waits for them)
+        self.decode_ms = []
+        for port in ("in", "flush"):
+            self.message_port_register_in(pmt.intern(port))
+        for port in ("out", "events"):
+            self.message_port_register_out(pmt.intern(port))
+        self.set_msg_handler(pmt.intern("in"), self.handle_fragment)
+        self.set_msg_handler(pmt.intern("flush"), lambda _msg: self.flush())
+        self._stop = threading.Event()
+        self._timer = None
+
+    def start(self):
+        self._stop.clear()
+        self._timer = threading.Thread(target=self._expire_loop, daemon=True)
+        self._timer.start()
+        return True
+
+    def stop(self):
+        self._stop.set()
+        return True
+
+    def _expire_loop(self):
+        while not self._stop.wait(0.2):
+            with self.reassembly_lock:
+                images = self.reassembler.expired(time.time())
+            self._emit(images)
+
+    def codec_for(self, codec_id: int) -> JSCCCodec:
+        if codec_id not in self.codecs:
+            self.codecs[codec_id] = JSCCCodec(codec_name_for_id(codec_id, self.models_dir), self.models_dir)
+        return self.codecs[codec_id]
+
+    def _image_symbols(self, meta) -> int:
+        try:
+            codec = self.codec_for(int(meta["codec_id"]))
+        except CodecError:
+            return 0  # unknown codec: reported as a decode failure
+        return codec.latent_shape(int(meta["height"]), int(meta["width"])).n_symbols
+
+    def handle_fragment(self, msg):
+        meta, symbols = split_pdu(msg)
+        with self.reassembly_lock:
+            self.busy += 1
+            images = self.reassembler.add(meta, np.asarray(symbols, np.complex64), time.time())
+        try:
+            self._emit(images)
+        finally:
+            self.busy -= 1
+
+    def flush(self):
+        """Decode everything pending now (blocking); used at the end of a run."""
+        with self.reassembly_lock:
+            images = self.reassembler.drain()
+        self._emit(images)
+
+    @property
+    def idle(self) -> bool:
+        return self.busy == 0 and not self.reassembler.pending
+
+    def _emit(self, images):
+        for image in images:
+            with self.lock:
+                self._decode_one(image)
+
+    def _decode_one(self, image):
+        meta = image.meta
+        try:
+            codec = self.codec_for(int(meta["codec_id"]))
+            start = time.perf_counter()
+            pixels = codec.decode(image.symbols, int(meta["height"]), int(meta["width"]), image.snr_eff_db)
+            meta["decode_ms"] = (time.perf_counter() - start) * 1e3
+        except (CodecError, ValueError) as err:
+            gr.log.error(f"gsc semantic_decoder: image {meta.get('image_id')}: {err}")
+            self.message_port_pub(pmt.intern("events"), pmt.to_pmt(
+                {"event": "decode_failed", "image_id": int(meta.get("image_id", -1)), "reason": str(err)}))
+            return
+        self.decode_ms.append(meta["decode_ms"])
+        meta.update({"codec": codec.name, "t_decoded": time.time()})
+        self.message_port_pub(pmt.intern("out"), make_pdu(meta, pixels.reshape(-1)))

@@ -1,0 +1,111 @@
+"""Semantic encoder: image PDUs -> fragment PDUs of complex JSCC symbols (ONNX Runtime)."""
+import threading
+import time
+
+import numpy as np
+import pmt
+from gnuradio import gr
+
+from .core.codec import CodecError, JSCCCodec
+from .pdu_util import make_pdu, split_pdu
+
+
+def fragment(symbols: np.ndarray, max_symbols: int):
+    """Split symbols into near-equal fragments of at most max_symbols."""
+    count = max(1, -(-symbols.size // max_symbols))
+    return np.array_split(symbols, count)
+
+
+class semantic_encoder(gr.basic_block):
+    """Runs the codec's ONNX encoder on each image and fragments the symbols.
+
+    Args:
+        codec: model name (a folder under models/ with card.json).
+        rate_index, power_level, refine_steps: initial values, carried in every header.
+        snr_db: SNR the encoder is conditioned on (channel state at the TX).
+        max_fragment_symbols: payload symbols per frame at most.
+        models_dir: where model folders live ('' = default search path).
+    Message ports: in (image PDUs), control (dict with any of codec, rate_index,
+    power_level, refine_steps, snr_db; applies from the next image), out
+    (fragments), events (images that could not be encoded, with the reason).
+    """
+
+    def __init__(self, codec="deepjscc", rate_index=0, power_level=0, refine_steps=0, snr_db=10.0,
+                 max_fragment_symbols=4800, models_dir=""):
+        gr.basic_block.__init__(self, name="gsc_semantic_encoder", in_sig=None, out_sig=None)
+        self.models_dir = models_dir or None
+        self.codec = JSCCCodec(codec, self.models_dir)
+        self.settings = {"rate_index": int(rate_index), "power_level": int(power_level),
+                         "refine_steps": int(refine_steps), "snr_db": float(snr_db)}
+        self.max_fragment_symbols = int(max_fragment_symbols)
+        self.lock = threading.Lock()
+        self.images_encoded = 0
+        self.images_handled = 0     # encoded or refused
+        self.fragments_out = 0
+        self.encode_ms = []
+        for port in ("in", "control"):
+            self.message_port_register_in(pmt.intern(port))
+        for port in ("out", "events"):
+            self.message_port_register_out(pmt.intern(port))
+        self.set_msg_handler(pmt.intern("in"), self.handle_image)
+        self.set_msg_handler(pmt.intern("control"), self.handle_control)
+
+    def handle_control(self, msg):
+        command = pmt.to_python(msg)
+        if not isinstance(command, dict):
+            gr.log.warn("gsc semantic_encoder: control message must be a dict; ignored")
+            return
+        with self.lock:
+            if "codec" in command and command["codec"] != self.codec.name:
+                try:
+                    self.codec = JSCCCodec(str(command["codec"]), self.models_dir)
+                except CodecError as err:
+                    gr.log.error(f"gsc semantic_encoder: {err}")
+            for key in self.settings:
+                if key in command:
+                    self.settings[key] = type(self.settings[key])(command[key])
+
+    def set_snr_db(self, snr_db):
+        with self.lock:
+            self.settings["snr_db"] = float(snr_db)
+
+    def _event(self, image_id, reason):
+        gr.log.error(f"gsc semantic_encoder: image {image_id}: {reason}")
+        self.message_port_pub(pmt.intern("events"), pmt.to_pmt(
+            {"event": "encode_failed", "image_id": image_id, "reason": reason}))
+
+    def handle_image(self, msg):
+        try:
+            self._encode(msg)
+        finally:
+            self.images_handled += 1
+
+    def _encode(self, msg):
+        meta, pixels = split_pdu(msg)
+        image_id = int(meta.get("image_id", -1))
+        h, w = int(meta["height"]), int(meta["width"])
+        with self.lock:
+            codec, settings = self.codec, dict(self.settings)
+        try:
+            image = np.asarray(pixels, dtype=np.uint8).reshape(h, w, 3)
+            codec.check_size(h, w)
+            if h > 4092 or w > 4092:
+                raise ValueError(f"image is {w}x{h}: the frame header carries at most 4092x4092")
+        except ValueError as err:
+            self._event(image_id, str(err))
+            return
+        start = time.perf_counter()
+        symbols = codec.encode(image, settings["snr_db"])
+        self.encode_ms.append((time.perf_counter() - start) * 1e3)
+        parts = fragment(symbols, self.max_fragment_symbols)
+        if len(parts) > 4096:
+            self._event(image_id, f"{len(parts)} fragments exceed the header's 4096; raise max_fragment_symbols")
+            return
+        self.images_encoded += 1
+        for index, part in enumerate(parts):
+            header = {"image_id": image_id, "fragment_index": index, "fragment_count": len(parts),
+                      "codec_id": codec.codec_id, "rate_index": settings["rate_index"],
+                      "power_level": settings["power_level"], "refine_steps": settings["refine_steps"],
+                      "payload_symbols": int(part.size), "height": h, "width": w}
+            self.fragments_out += 1
+            self.message_port_pub(pmt.intern("out"), make_pdu(header, part.astype(np.complex64)))
