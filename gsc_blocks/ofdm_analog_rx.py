@@ -93,6 +93,7 @@ class payload_equalizer(gr.basic_block):
         self.numerology = numerology
         self.message_port_register_in(pmt.intern("in"))
         self.message_port_register_out(pmt.intern("out"))
+        self.message_port_register_out(pmt.intern("snr"))
         self.set_msg_handler(pmt.intern("in"), self.handle)
 
     def handle(self, msg):
@@ -115,6 +116,7 @@ class payload_equalizer(gr.basic_block):
         meta["phase_slope"] = frame.phase_slope
         meta["rx_time"] = time.time()
         self.message_port_pub(pmt.intern("out"), make_pdu(meta, symbols.astype(np.complex64)))
+        self.message_port_pub(pmt.intern("snr"), make_pdu({}, np.array([meta["snr_est_db"]], np.float32)))
 
 
 class ofdm_analog_rx(gr.hier_block2):
@@ -136,7 +138,8 @@ class ofdm_analog_rx(gr.hier_block2):
         max_fragment_symbols: largest payload per frame; sizes the stream buffers.
         detect_threshold: corr_est_cc dynamic threshold; a correlation peak must exceed
             -ln(1 - threshold) times the mean correlation power.
-    Message ports: out (fragments), events (lost headers).
+    Message ports: out (fragments), events (lost headers), snr (one-float PDU per
+    frame: the preamble SNR estimate, for a QT GUI time sink).
     """
 
     def __init__(self, fft_len=64, cp_len=16, occupied_carriers=None, pilot_carriers=None,
@@ -145,6 +148,7 @@ class ofdm_analog_rx(gr.hier_block2):
                                 gr.io_signature(1, 1, gr.sizeof_gr_complex), gr.io_signature(0, 0, 0))
         self.message_port_register_hier_out("out")
         self.message_port_register_hier_out("events")
+        self.message_port_register_hier_out("snr")
         kwargs = {}
         if occupied_carriers is not None:
             kwargs["occupied_carriers"] = tuple(occupied_carriers)
@@ -172,3 +176,4 @@ class ofdm_analog_rx(gr.hier_block2):
         self.msg_connect(payload_pdus, "pdus", self.payload_equalizer, "in")
         self.msg_connect(self.payload_equalizer, "out", self, "out")
         self.msg_connect(self.header_decoder, "events", self, "events")
+        self.msg_connect(self.payload_equalizer, "snr", self, "snr")

@@ -20,13 +20,14 @@ class CodecError(RuntimeError):
 
 
 def model_search_path() -> list[Path]:
-    """$GSC_MODELS, then the installed share/gsc/models, then the source tree's models/."""
+    """$GSC_MODELS, then the source tree's models/ (when running from it), then <prefix>/share/gsc/models."""
+    import sys
     paths = []
     if os.environ.get("GSC_MODELS"):
         paths.append(Path(os.environ["GSC_MODELS"]))
-    import sys
+    if REPO_MODELS.is_dir():
+        paths.append(REPO_MODELS)
     paths.append(Path(sys.prefix) / "share" / "gsc" / "models")
-    paths.append(REPO_MODELS)
     return paths
 
 
