@@ -47,8 +47,10 @@ class tx_top(gr.top_block):
         self.tx = ofdm_analog_tx(ofdm["fft_len"], ofdm["cp_len"], amplitude=ofdm["amplitude"],
                                  guard_symbols=ofdm["guard_symbols"],
                                  max_fragment_symbols=ofdm["max_fragment_symbols"])
+        self.events = blocks.message_debug()
         self.msg_connect(self.source, "out", self.encoder, "in")
         self.msg_connect(self.encoder, "out", self.tx, "in")
+        self.msg_connect(self.encoder, "events", self.events, "store")
         chain = [self.tx]
         if config["link"] == "zmq":
             if config["channel"]["enabled"]:
@@ -59,6 +61,9 @@ class tx_top(gr.top_block):
         else:
             chain.append(_usrp(config, "tx"))
         self.connect(*chain)
+
+    def event_list(self):
+        return [pmt.to_python(self.events.get_message(i)) for i in range(self.events.num_messages())]
 
     @property
     def builder(self):

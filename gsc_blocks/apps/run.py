@@ -63,7 +63,8 @@ def run_tx(args) -> int:
     stats = {"images_offered": len(images), "images_encoded": top.encoder.images_encoded,
              "fragments": top.encoder.fragments_out, "frames": top.builder.frames_built,
              "samples": top.builder.samples_queued, "encode_ms": top.encoder.encode_ms,
-             "t_start": t_start, "t_end": time.time(), "completed": top.all_framed()}
+             "events": top.event_list(), "t_start": t_start, "t_end": time.time(),
+             "completed": top.all_framed()}
     (out / "tx_stats.json").write_text(json.dumps(stats))
     return 0
 

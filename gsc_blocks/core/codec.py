@@ -13,6 +13,9 @@ from pathlib import Path
 import numpy as np
 
 REPO_MODELS = Path(__file__).resolve().parents[2] / "models"
+# Installed: <prefix>/lib/pythonX.Y/site-packages/gsc_blocks/core/codec.py -> <prefix>/share/gsc/models
+INSTALLED_MODELS = Path(__file__).resolve().parents[5] / "share" / "gsc" / "models" \
+    if len(Path(__file__).resolve().parents) > 5 else None
 
 
 class CodecError(RuntimeError):
@@ -20,14 +23,17 @@ class CodecError(RuntimeError):
 
 
 def model_search_path() -> list[Path]:
-    """$GSC_MODELS, then the source tree's models/ (when running from it), then <prefix>/share/gsc/models."""
+    """$GSC_MODELS, the source tree's models/ (when running from it), then the install prefix's
+    share/gsc/models (next to this package, and under sys.prefix)."""
     import sys
     paths = []
     if os.environ.get("GSC_MODELS"):
         paths.append(Path(os.environ["GSC_MODELS"]))
     if REPO_MODELS.is_dir():
         paths.append(REPO_MODELS)
-    paths.append(Path(sys.prefix) / "share" / "gsc" / "models")
+    for candidate in (INSTALLED_MODELS, Path(sys.prefix) / "share" / "gsc" / "models"):
+        if candidate is not None and candidate not in paths:
+            paths.append(candidate)
     return paths
 
 

@@ -101,6 +101,12 @@ def _check_value(where: str, key: str, value, spec):
         return value
     if kind in ("number", "int"):
         lo, hi = spec.get("min"), spec.get("max")
+        if isinstance(value, str):
+            # PyYAML (YAML 1.1) reads 1.0e6 as a string; accept numbers written that way.
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         bounds = f" between {lo} and {hi}"
         if isinstance(value, bool) or not isinstance(value, (int, float)) or \
                 (kind == "int" and not float(value).is_integer()):

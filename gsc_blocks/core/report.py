@@ -31,12 +31,16 @@ def account(out_dir) -> list[dict]:
     failures = rx_stats.get("header_failures", 0)
     decode_failed = {int(e["image_id"]): e["reason"] for e in rx_stats.get("events", [])
                      if isinstance(e, dict) and e.get("event") == "decode_failed"}
+    encode_failed = {int(e["image_id"]): e["reason"] for e in tx_stats.get("events", [])
+                     if isinstance(e, dict) and e.get("event") == "encode_failed"}
     rows = []
     for item in manifest:
         image_id = int(item["image_id"])
         row = {"image_id": image_id, "name": item["name"], "path": item["path"]}
         if item["status"] != "sent":
             row.update(status="lost", reason=f"rejected at the source: {item['reason']}")
+        elif image_id in encode_failed:
+            row.update(status="lost", reason=f"refused by the encoder: {encode_failed[image_id]}")
         elif image_id in received:
             rx = received[image_id]
             row.update(status="decoded", file=rx.get("file"), snr_est_db=rx.get("snr_est_db"),

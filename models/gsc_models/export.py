@@ -50,6 +50,24 @@ def export_onnx(model, out: Path):
                       opset_version=17, dynamo=False)
 
 
+def save_weights_npz(model, path: Path):
+    """The state dict as plain numpy arrays (np.load(..., allow_pickle=False)), no pickle."""
+    import numpy as np
+    arrays = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
+    np.savez(path, **arrays)
+
+
+def load_weights_npz(model_name: str, folder) -> torch.nn.Module:
+    """Torch model of a shipped card from its weights.npz (for tests and fine-tuning)."""
+    import numpy as np
+    folder = Path(folder)
+    card = json.loads((folder / "card.json").read_text())
+    model = MODELS[model_name](**card["config"])
+    with np.load(folder / card["files"]["weights"]["path"], allow_pickle=False) as data:
+        model.load_state_dict({k: torch.from_numpy(data[k]) for k in data.files})
+    return model.eval()
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", choices=sorted(MODELS), default="deepjscc")
@@ -65,6 +83,7 @@ def main(argv=None):
     out.mkdir(parents=True, exist_ok=True)
     model = load_checkpoint(args.model, args.checkpoint)
     export_onnx(model, out)
+    save_weights_npz(model, out / "weights.npz")
     root = datasets_root(args.data)
     test_u8, _, _ = load_cifar10("test", root, args.eval_images)
     table = evaluate(model, to_tensor(test_u8), snrs=EVAL_SNRS)
@@ -76,6 +95,7 @@ def main(argv=None):
         "architecture": f"{model.__class__.__name__} {model.config}: conv/GDN/PReLU stages with SNR attention "
                         f"(ADJSCC), fully convolutional, /{DOWNSAMPLE} spatial",
         "parameters": sum(p.numel() for p in model.parameters()),
+        "config": model.config,
         "cbr": model.cbr,
         "downsample": DOWNSAMPLE,
         "latent_complex_per_block": latent_complex,
@@ -90,12 +110,15 @@ def main(argv=None):
             "decoder": {"path": "decoder.onnx", "sha256": sha256_file(out / "decoder.onnx"),
                         "inputs": {"symbols": f"float32 [N,{2 * latent_complex},h,w]", "snr_db": "float32 [N,1]"},
                         "outputs": {"image": "float32 [N,3,4h,4w] in [0,1]"}},
+            "weights": {"path": "weights.npz", "sha256": sha256_file(out / "weights.npz"),
+                        "format": "numpy .npz of the torch state dict (no pickle)"},
         },
         "training": {
             "command": args.train_command,
             "data": "CIFAR-10 train (40,000 images) from shared/datasets/cifar10/train",
             "data_manifest_sha256": log.get("data_manifest_sha256", manifest_sha256(root)),
             "epochs": len(log.get("epochs", [])),
+            "scheduled_epochs": log.get("args", {}).get("epochs"),
             "minutes": log.get("epochs", [{}])[-1].get("minutes") if log.get("epochs") else None,
             "git_commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                                          text=True).stdout.strip(),
@@ -112,7 +135,8 @@ def main(argv=None):
 - Codec id on air: {card['codec_id']}. Trained SNR range: {card['snr_range_db']} dB (uniform per image).
 - Data: {card['training']['data']}; dataset MANIFEST.sha256 hash `{card['training']['data_manifest_sha256']}`.
 - Training command (run from `models/`): `{args.train_command}`
-  ({card['training']['epochs']} epochs, {card['training']['minutes']} minutes on this project's 2-core CPU machine).
+  (checkpoint after {card['training']['epochs']} of {card['training']['scheduled_epochs']} scheduled epochs,
+  {card['training']['minutes']} minutes on this project's 2-core CPU machine, sharing it with other work).
 - Export: `python -m gsc_models.export --model {args.model} --checkpoint ... --out models/{args.model}`.
 
 ## Eval ({card['eval']['dataset']}, {card['eval']['channel']})
@@ -127,6 +151,7 @@ def main(argv=None):
 | --- | --- |
 | encoder.onnx | `{card['files']['encoder']['sha256']}` |
 | decoder.onnx | `{card['files']['decoder']['sha256']}` |
+| weights.npz | `{card['files']['weights']['sha256']}` |
 
 The runtime (gsc_blocks.core.codec) refuses a file whose SHA-256 differs from card.json.
 """)

@@ -1,0 +1,59 @@
+"""Frame header: packing, gr-fec coding, CRC, robustness at 0 dB."""
+import numpy as np
+import pytest
+
+from gsc_blocks.core.frame import (HEADER_OFDM_SYMBOLS, FrameHeader, HeaderCodec, HeaderError, Numerology,
+                                   power_gain)
+
+HEADER = FrameHeader(image_id=513, fragment_index=3, fragment_count=41, codec_id=1, rate_index=2,
+                     power_level=1, refine_steps=4, payload_symbols=4796, height=512, width=768)
+
+
+def test_header_round_trip():
+    codec = HeaderCodec()
+    symbols = codec.encode(HEADER)
+    assert symbols.shape == (HEADER_OFDM_SYMBOLS * 48,)
+    assert set(np.unique(symbols.real)) <= {-1.0, 1.0}
+    assert codec.decode(2.0 * symbols.real) == HEADER
+
+
+def test_crc_rejects_a_corrupted_header():
+    codec = HeaderCodec()
+    soft = 2.0 * codec.encode(HEADER).real
+    soft[:] = -soft            # every bit flipped: the code cannot recover it
+    with pytest.raises(HeaderError):
+        codec.decode(soft)
+
+
+def test_field_overflow_is_named():
+    bad = FrameHeader(**{**HEADER.as_dict(), "payload_symbols": 70000})
+    with pytest.raises(HeaderError, match="payload_symbols"):
+        HeaderCodec().encode(bad)
+    odd = FrameHeader(**{**HEADER.as_dict(), "height": 30})
+    with pytest.raises(HeaderError, match="multiple of 4"):
+        HeaderCodec().encode(odd)
+
+
+def test_header_survives_0db_awgn():
+    codec = HeaderCodec()
+    rng = np.random.default_rng(7)
+    symbols = codec.encode(HEADER)
+    ok = 0
+    for _ in range(300):
+        noisy = symbols + (rng.standard_normal(symbols.size) + 1j * rng.standard_normal(symbols.size)) * np.sqrt(0.5)
+        try:
+            ok += codec.decode(2.0 * noisy.real) == HEADER
+        except HeaderError:
+            pass
+    assert ok >= 297        # measured: about 1 failure in 1000 at 0 dB
+
+
+def test_numerology_matches_gr_digital_defaults():
+    n = Numerology()
+    assert n.n_data == 48 and len(n.pilot_carriers) == 4
+    sync1, sync2 = n.sync_words
+    assert np.count_nonzero(sync1) == 26 and np.count_nonzero(sync2) == 52
+    assert n.frame_samples(512) == (2 + HEADER_OFDM_SYMBOLS + 11) * 80
+    assert power_gain(0) == 1.0 and abs(power_gain(1) - 10 ** -0.2) < 1e-12
+    with pytest.raises(ValueError):
+        Numerology(cp_len=64)

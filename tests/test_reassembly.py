@@ -1,0 +1,38 @@
+import numpy as np
+
+from gsc_blocks.core.reassembly import Reassembler, fragment_sizes
+from gsc_blocks.semantic_encoder import fragment
+
+
+def _meta(index, count, snr=10.0):
+    return {"image_id": 7, "fragment_index": index, "fragment_count": count, "codec_id": 1, "rate_index": 0,
+            "power_level": 0, "refine_steps": 0, "height": 64, "width": 64, "snr_est_db": snr, "snr_eff_db": snr}
+
+
+def test_fragment_sizes_match_the_encoder_split():
+    symbols = np.arange(2048, dtype=np.complex64)
+    parts = fragment(symbols, 700)
+    assert [p.size for p in parts] == fragment_sizes(2048, len(parts)) == [683, 683, 682]
+
+
+def test_lost_fragment_becomes_an_erasure_after_timeout():
+    total = 2048
+    parts = fragment(np.ones(total, np.complex64), 700)
+    r = Reassembler(timeout_s=1.0, image_symbols=lambda meta: total)
+    assert r.add(_meta(0, 3), parts[0], now=0.0) == []
+    assert r.add(_meta(2, 3), parts[2], now=0.1) == []
+    assert r.expired(now=0.5) == []
+    (image,) = r.expired(now=1.2)
+    assert image.meta["fragments_lost"] == 1 and image.meta["fragments_received"] == 2
+    assert image.symbols.size == total
+    assert np.all(image.symbols[683:1366] == 0) and np.all(image.symbols[:683] == 1)
+
+
+def test_complete_image_is_released_at_once_with_mean_noise_snr():
+    total = 2048
+    parts = fragment(np.ones(total, np.complex64), 1024)
+    r = Reassembler(timeout_s=5.0, image_symbols=lambda meta: total)
+    assert r.add(_meta(1, 2, snr=10.0), parts[1], now=0.0) == []
+    (image,) = r.add(_meta(0, 2, snr=20.0), parts[0], now=0.1)
+    assert image.meta["fragments_lost"] == 0
+    assert abs(image.snr_eff_db - (-10 * np.log10((0.1 + 0.01) / 2))) < 1e-6
