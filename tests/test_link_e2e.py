@@ -48,3 +48,14 @@ def test_kodak_image_is_fragmented_and_reassembled(tmp_path, samples):
     assert row["status"] == "decoded", row
     assert row["fragment_count"] == 41 and row["fragments_lost"] == 0
     assert row["psnr_db"] > 18.0
+
+
+def test_bad_setup_value_and_missing_model_stop_before_starting(tmp_path, samples):
+    import pytest
+    from gsc_blocks.core.codec import CodecError
+    from gsc_blocks.core.config import ConfigError
+    with pytest.raises(ConfigError, match="key channel.snr_db: value 'loud' is not allowed"):
+        run_link(CONFIG, samples, tmp_path / "a", ["channel.snr_db=loud"])
+    with pytest.raises(CodecError, match="model 'nosuch' not found"):
+        run_link(CONFIG, samples, tmp_path / "b", ["codec.name=nosuch"])
+    assert not (tmp_path / "a" / "tx.log").exists()

@@ -81,10 +81,40 @@ def test_large_fragments_and_header_fields_survive():
     meta, symbols = received[0]
     assert symbols.size == 4796 and meta["payload_symbols"] == 4796
     assert (meta["height"], meta["width"], meta["codec_id"]) == (32, 32, 1)
-    assert rx.header_decoder.frames_failed == 0
+    # A detector false alarm now and then is expected and harmless (its header fails the CRC).
+    assert rx.header_decoder.frames_ok == 3
 
 
 def test_power_level_is_undone_at_the_receiver():
     sent, received, _ = run_known_symbols(20.0, n_frames=6, power_level=3)     # -6 dB
     assert len(received) == len(sent)
     assert abs(mse_db(sent, received) - 14.0) < 1.0
+
+
+def test_rayleigh_fading_channel_from_gr_channels():
+    """Slow flat Rayleigh fading: frames still decode; the receiver's SNR estimate follows the fade."""
+    tb = gr.top_block()
+    tx = ofdm_analog_tx(amplitude=0.1)
+    channel = gsc_channel(snr_db=25.0, fading="rayleigh", doppler=2e-6, amplitude=0.1, seed=3)
+    rx = ofdm_analog_rx()
+    store = blocks.message_debug()
+    tb.connect(tx, channel, rx)
+    tb.msg_connect(rx, "out", store, "store")
+    rng = np.random.default_rng(3)
+    tb.start()
+    for i in range(30):
+        symbols = ((rng.standard_normal(512) + 1j * rng.standard_normal(512)) / np.sqrt(2)).astype(np.complex64)
+        meta = dict(image_id=i, fragment_index=0, fragment_count=1, codec_id=1, rate_index=0, power_level=0,
+                    refine_steps=0, payload_symbols=512, height=32, width=32)
+        tx.builder.to_basic_block()._post(pmt.intern("in"), make_pdu(meta, symbols))
+    deadline = time.time() + 20
+    while tx.builder.frames_built < 30 and time.time() < deadline:
+        time.sleep(0.01)
+    tx.flusher.to_basic_block()._post(pmt.intern("flush"), pmt.to_pmt({"after": tx.builder.samples_queued, "zeros": 8192}))
+    time.sleep(1.0)
+    tb.stop()
+    tb.wait()
+    metas = [split_pdu(store.get_message(k))[0] for k in range(store.num_messages())]
+    assert len(metas) >= 20                      # deep fades may cost a few frames
+    estimates = np.array([m["snr_est_db"] for m in metas])
+    assert estimates.std() > 0.5                 # the fade is seen frame to frame
