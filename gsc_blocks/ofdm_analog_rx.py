@@ -6,7 +6,8 @@ import pmt
 from gnuradio import blocks, digital, gr, pdu
 
 from .core.frame import HEADER_OFDM_SYMBOLS, HeaderCodec, HeaderError, Numerology, power_gain
-from .core.ofdm_analog import (ChannelEstimate, equalize, estimate_cfo, estimate_channel,
+from .core.ofdm_analog import (ChannelEstimate, decision_directed_refinement, equalize, estimate_cfo,
+                                estimate_channel,
                                 header_soft_bits, preamble_waveform, refine_cfo, to_frequency)
 from .pdu_util import make_pdu, split_pdu
 
@@ -69,6 +70,12 @@ class header_decoder(gr.basic_block):
                  "time": time.time()}))
             return
         self.frames_ok += 1
+        # The decoded header is now known data: refine CFO and noise with it.
+        known = self.codec.encode(header).reshape(HEADER_OFDM_SYMBOLS, -1)
+        residual_cfo, noise_var = decision_directed_refinement(
+            symbols[2:2 + HEADER_OFDM_SYMBOLS], known, channel, self.numerology, 0)
+        cfo += residual_cfo
+        channel.noise_var = noise_var
         info = header.as_dict()
         info[FRAME_TAG] = self.numerology.payload_ofdm_symbols(header.payload_symbols)
         info["snr_est_db"] = channel.snr_db
@@ -106,7 +113,8 @@ class payload_equalizer(gr.basic_block):
         first = int(meta.pop("first_symbol"))
         symbols = to_frequency(np.asarray(samples, dtype=np.complex64).reshape(-1, self.numerology.fft_len),
                                self.numerology, float(meta.pop("cfo")), 2 + first)
-        frame = equalize(symbols, channel, self.numerology, first)
+        # CFO was refined on the header: only a common phase is left to track.
+        frame = equalize(symbols, channel, self.numerology, first, slope=0.0)
         n = int(meta["payload_symbols"])
         gain = np.sqrt(power_gain(int(meta["power_level"])))
         symbols = frame.symbols[:n] / gain

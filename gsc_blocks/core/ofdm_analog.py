@@ -157,13 +157,15 @@ class EqualizedFrame:
 
 
 def equalize(symbols_fd: np.ndarray, channel: ChannelEstimate, numerology: Numerology,
-             first_symbol_index: int) -> EqualizedFrame:
+             first_symbol_index: int, slope: float | None = None, window: int = 8) -> EqualizedFrame:
     """Zero-forcing equalization of [n_sym, fft_len] symbols with pilot phase tracking.
 
     first_symbol_index is the position of symbols_fd[0] after the sync words; it
     selects the pilot values (gr-digital's allocator cycles them per symbol).
-    The common phase error from residual CFO is fitted as a line over the whole
-    frame from all pilots: no decisions on the analog data.
+    The common phase of symbol n is the pilots' phase averaged over symbols
+    n-window..n+window after removing a linear drift of `slope` rad/symbol; when
+    slope is None it is first estimated from the pilots themselves. No decisions
+    on the analog data.
     """
     symbols_fd = np.asarray(symbols_fd, dtype=np.complex64).reshape(-1, numerology.fft_len)
     n_sym = len(symbols_fd)
@@ -172,18 +174,45 @@ def equalize(symbols_fd: np.ndarray, channel: ChannelEstimate, numerology: Numer
     pilot_h = channel.response[numerology.pilot_bins]
     pilot_rx = symbols_fd[:, numerology.pilot_bins]
     corr = np.sum(np.conj(pilot_h[None, :] * pilots_known[rows]) * pilot_rx, axis=1)
-    if n_sym > 1:
-        slope = float(np.angle(np.sum(corr[1:] * np.conj(corr[:-1]))))
-    else:
-        slope = 0.0
+    if slope is None:
+        slope = float(np.angle(np.sum(corr[1:] * np.conj(corr[:-1])))) if n_sym > 1 else 0.0
     index = np.arange(n_sym)
-    offset = float(np.angle(np.sum(corr * np.exp(-1j * slope * index))))
-    rotation = np.exp(1j * (offset + slope * index))[:, None]
-    data_h = channel.response[numerology.data_bins][None, :] * rotation
+    lag = index[None, :] - index[:, None]                 # [n, m] = m - n
+    weights = (np.abs(lag) <= window) * np.exp(-1j * slope * lag)
+    phase = np.angle(weights @ corr)
+    data_h = channel.response[numerology.data_bins][None, :] * np.exp(1j * phase)[:, None]
     equalized = symbols_fd[:, numerology.data_bins] / data_h
     noise = np.broadcast_to(channel.noise_var / np.abs(data_h) ** 2, equalized.shape)
     return EqualizedFrame(symbols=equalized.reshape(-1).astype(np.complex64),
-                          noise_var=noise.reshape(-1).astype(np.float32), phase_slope=slope)
+                          noise_var=noise.reshape(-1).astype(np.float32), phase_slope=float(slope))
+
+
+def decision_directed_refinement(symbols_fd: np.ndarray, known_data: np.ndarray, channel: ChannelEstimate,
+                                 numerology: Numerology, first_symbol_index: int, preamble_dof: int = 70):
+    """Residual CFO (rad/sample) and a better noise variance from symbols known after decoding.
+
+    Once the header passes its CRC its BPSK symbols are known: with the pilots they
+    give every header symbol a phase reference over all carriers, so the residual
+    frequency offset is measured far better than from 4 pilots, and the residuals
+    add hundreds of observations to the noise estimate.
+    """
+    symbols_fd = np.asarray(symbols_fd, dtype=np.complex64).reshape(-1, numerology.fft_len)
+    n_sym = len(symbols_fd)
+    known = np.zeros_like(symbols_fd)
+    known[:, numerology.data_bins] = known_data.reshape(n_sym, -1)
+    rows = (first_symbol_index + np.arange(n_sym)) % len(numerology.pilot_symbols)
+    known[:, numerology.pilot_bins] = numerology.pilot_symbols[rows]
+    reference = known * channel.response[None, :]
+    z = np.sum(np.conj(reference) * symbols_fd, axis=1)
+    slope = float(np.angle(np.sum(z[1:] * np.conj(z[:-1])))) if n_sym > 1 else 0.0
+    index = np.arange(n_sym)
+    offset = np.angle(np.sum(z * np.exp(-1j * slope * index)))
+    predicted = reference * np.exp(1j * (offset + slope * index))[:, None]
+    used = np.abs(known) > 0
+    residual = np.sum(np.abs(symbols_fd - predicted)[used] ** 2)
+    observations = int(used.sum())
+    noise_var = (residual + channel.noise_var * preamble_dof) / (observations + preamble_dof)
+    return slope / numerology.symbol_len, float(noise_var)
 
 
 def header_soft_bits(frame: EqualizedFrame) -> np.ndarray:
