@@ -41,6 +41,7 @@ class image_sink(gr.basic_block):
         self.manifest = manifest
         self.log_path = self.out_dir / "received.jsonl"
         self.received = []
+        self.references = {}
         self.lock = threading.Lock()
         self.message_port_register_in(pmt.intern("in"))
         self.set_msg_handler(pmt.intern("in"), self.handle)
@@ -52,7 +53,9 @@ class image_sink(gr.basic_block):
         image_id = int(meta["image_id"])
         record = {k: (float(v) if isinstance(v, (np.floating, float)) else v) for k, v in meta.items()
                   if isinstance(v, (int, float, str, np.integer, np.floating))}
-        reference = read_manifest(self.manifest).get(image_id) if self.manifest else None
+        if self.manifest and image_id not in self.references:
+            self.references = read_manifest(self.manifest)   # the TX appends as it goes
+        reference = self.references.get(image_id)
         name = reference["name"] if reference else f"{image_id}"
         record["file"] = f"rx_{image_id:05d}_{name}.png"
         save_png(self.out_dir / record["file"], image)

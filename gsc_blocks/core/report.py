@@ -92,9 +92,12 @@ def summarize(rows: list[dict], out_dir) -> dict:
     }
     if tx_stats and rx_stats:
         decoded_times = [r for r in _read_jsonl(out / "received.jsonl") if "t_decoded" in r]
-        if decoded_times:
+        sent_times = [r["t_sent"] for r in _read_jsonl(out / "tx_manifest.jsonl") if "t_sent" in r]
+        if decoded_times and sent_times:
+            # From the first image handed to the encoder to the last image decoded:
+            # process start-up and the source's start delay are not link time.
             t_end = max(r["t_decoded"] for r in decoded_times)
-            t_begin = tx_stats["t_start"]
+            t_begin = min(sent_times)
             span = max(t_end - t_begin, 1e-9)
             summary["link_seconds"] = span
             summary["samples_per_s"] = tx_stats.get("samples", 0) / span
