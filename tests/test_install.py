@@ -29,7 +29,7 @@ def test_install_layout(prefix):
     names = {p.name for p in blocks.iterdir()}
     assert "gsc.tree.yml" in names
     assert {f"gsc_{b}.block.yml" for b in ("image_source", "semantic_encoder", "ofdm_analog_tx", "ofdm_analog_rx",
-                                          "semantic_decoder", "image_sink", "channel")} <= names
+                                          "semantic_decoder", "image_sink", "channel", "lyapunov_controller")} <= names
     site = next(prefix.glob("lib/python3*/site-packages"))
     assert (site / "gsc_blocks" / "ofdm_analog_rx.py").is_file()
     assert (prefix / "share" / "gsc" / "models" / "deepjscc" / "card.json").is_file()

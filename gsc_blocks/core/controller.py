@@ -1,0 +1,168 @@
+"""Lyapunov drift-plus-penalty allocation of rate, power and decoding effort per image.
+
+Per image slot t the transmitter sees the fed-back SNR (at reference power) and
+picks an action a = (rate_index, power_level, refine_steps) minimizing
+
+    V * E(a) + Z * D(a) - Y * Q(a, snr)
+
+over a finite action set, then updates the virtual queues with what the slot
+really cost and delivered:
+
+    Z <- max(0, Z + D - D_target)      (average delay constraint)
+    Y <- max(0, Y + Q_target - Q)      (average quality constraint)
+
+E = transmit power x airtime, D = airtime + decode time, Q = expected quality
+from a calibration table Q(snr, rate, steps) measured by the benchmarks.
+"""
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .frame import power_gain
+
+
+@dataclass(frozen=True)
+class Action:
+    rate_index: int
+    power_level: int
+    refine_steps: int
+
+
+class CalibrationTable:
+    """Expected quality (PSNR, dB) and costs per action, from a benchmark's JSON.
+
+    {"snr_db": [..], "rates": {"<rate_index>": {"symbols": n, "steps": {"<steps>":
+      {"psnr_db": [.. one per snr ..], "decode_ms": float}}}}}
+    Quality is interpolated linearly in the effective SNR and clamped at the ends.
+    """
+
+    def __init__(self, data: dict):
+        self.snr_db = np.asarray(data["snr_db"], dtype=float)
+        if np.any(np.diff(self.snr_db) <= 0):
+            raise ValueError("calibration snr_db must increase")
+        self.rates = {int(r): v for r, v in data["rates"].items()}
+        for rate, entry in self.rates.items():
+            for steps, point in entry["steps"].items():
+                if len(point["psnr_db"]) != len(self.snr_db):
+                    raise ValueError(f"calibration rate {rate} steps {steps}: {len(point['psnr_db'])} PSNR values "
+                                     f"for {len(self.snr_db)} SNR points")
+
+    @classmethod
+    def load(cls, path) -> "CalibrationTable":
+        return cls(json.loads(Path(path).read_text()))
+
+    def symbols(self, rate_index: int) -> int:
+        return int(self.rates[rate_index]["symbols"])
+
+    def decode_ms(self, rate_index: int, steps: int) -> float:
+        return float(self.rates[rate_index]["steps"][str(steps)]["decode_ms"])
+
+    def quality(self, rate_index: int, steps: int, snr_db: float) -> float:
+        curve = self.rates[rate_index]["steps"][str(steps)]["psnr_db"]
+        return float(np.interp(snr_db, self.snr_db, curve))
+
+    def actions(self, power_levels) -> list[Action]:
+        return [Action(rate, power, int(steps)) for rate, entry in sorted(self.rates.items())
+                for steps in sorted(entry["steps"], key=int) for power in power_levels]
+
+
+@dataclass
+class SlotCosts:
+    energy: float        # transmit power (relative to full) x airtime (s)
+    delay_ms: float
+    quality_db: float    # expected quality for the decision
+
+
+@dataclass
+class CostModel:
+    table: CalibrationTable
+    symbol_rate: float = 1e6 * 48 / 80     # data carriers per second at 1 MS/s, fft 64 + cp 16
+    overhead_symbols: int = 13 * 48        # preamble, header and guard per image, in data-symbol slots
+
+    def airtime_s(self, action: Action) -> float:
+        return (self.table.symbols(action.rate_index) + self.overhead_symbols) / self.symbol_rate
+
+    def costs(self, action: Action, snr_db: float) -> SlotCosts:
+        airtime = self.airtime_s(action)
+        gain = power_gain(action.power_level)
+        return SlotCosts(energy=gain * airtime,
+                         delay_ms=airtime * 1e3 + self.table.decode_ms(action.rate_index, action.refine_steps),
+                         quality_db=self.table.quality(action.rate_index, action.refine_steps,
+                                                       snr_db + 10 * np.log10(gain)))
+
+
+@dataclass
+class LyapunovController:
+    model: CostModel
+    actions: list
+    V: float
+    delay_target_ms: float
+    quality_target_db: float
+    Z: float = 0.0
+    Y: float = 0.0
+    history: list = field(default_factory=list)
+
+    def decide(self, snr_db: float) -> Action:
+        def objective(action):
+            c = self.model.costs(action, snr_db)
+            return self.V * c.energy + self.Z * c.delay_ms - self.Y * c.quality_db
+        return min(self.actions, key=objective)
+
+    def update(self, delay_ms: float, quality_db: float):
+        """Virtual queue update with what the slot really delivered."""
+        self.Z = max(0.0, self.Z + delay_ms - self.delay_target_ms)
+        self.Y = max(0.0, self.Y + self.quality_target_db - quality_db)
+        self.history.append((self.Z, self.Y))
+
+
+def fixed_policy(action: Action):
+    return lambda model, snr_db: action
+
+
+def greedy_policy(actions, delay_target_ms, quality_target_db):
+    """Threshold adaptation: the least-energy action expected to meet both targets at this SNR,
+    else the best-quality one."""
+    def choose(model: CostModel, snr_db: float) -> Action:
+        feasible = [a for a in actions if model.costs(a, snr_db).quality_db >= quality_target_db
+                    and model.costs(a, snr_db).delay_ms <= delay_target_ms]
+        if feasible:
+            return min(feasible, key=lambda a: model.costs(a, snr_db).energy)
+        return max(actions, key=lambda a: model.costs(a, snr_db).quality_db)
+    return choose
+
+
+def jakes_snr_trace(n_slots: int, mean_snr_db: float, doppler_per_slot: float, seed: int = 0,
+                    sinusoids: int = 16) -> np.ndarray:
+    """Rayleigh block-fading SNR per slot (dB) from a sum-of-sinusoids (Jakes/Clarke) model.
+
+    doppler_per_slot is the maximum Doppler frequency times the slot duration; the
+    power gain |h|^2 has unit mean, so the trace's linear mean is mean_snr_db.
+    """
+    rng = np.random.default_rng(seed)
+    t = np.arange(n_slots)
+    alpha = (2 * np.pi * (np.arange(sinusoids) + rng.uniform(0, 1, sinusoids))) / sinusoids
+    phase_i, phase_q = rng.uniform(0, 2 * np.pi, (2, sinusoids))
+    arg = 2 * np.pi * doppler_per_slot * np.outer(t, np.cos(alpha))
+    h = (np.cos(arg + phase_i).sum(axis=1) + 1j * np.cos(arg + phase_q).sum(axis=1)) / np.sqrt(sinusoids)
+    return mean_snr_db + 10 * np.log10(np.maximum(np.abs(h) ** 2, 1e-6))
+
+
+def write_trace(path, snr_db: np.ndarray):
+    with open(path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["snr_db"])
+        writer.writerows([[f"{v:.3f}"] for v in snr_db])
+
+
+def read_trace(path) -> np.ndarray:
+    with open(path, newline="") as fh:
+        reader = csv.DictReader(fh)
+        if reader.fieldnames is None or "snr_db" not in reader.fieldnames:
+            raise ValueError(f"{path}: a trace needs one column named snr_db")
+        try:
+            return np.array([float(row["snr_db"]) for row in reader])
+        except ValueError as err:
+            raise ValueError(f"{path}: {err}") from None
