@@ -1,5 +1,6 @@
 """Emulated channel from a radio setup's 'channel' section, built from gr-channels."""
 import numpy as np
+import pmt
 from gnuradio import channels, gr
 
 from .core.frame import Numerology
@@ -17,6 +18,37 @@ def noise_voltage(snr_db: float, amplitude: float, numerology: Numerology) -> fl
     return float(scale * np.sqrt(numerology.fft_len / 10.0 ** (snr_db / 10.0)))
 
 
+class slot_noise(gr.sync_block):
+    """AWGN whose level follows an SNR trace, one value per image slot.
+
+    The slot comes from the 'gsc_slot' tag that ofdm_analog_tx puts on each
+    frame's first sample; samples before the first tag use slot 0. The trace is
+    the SNR at full transmit power, so a lower power level lowers the received
+    SNR as it physically would.
+    """
+
+    def __init__(self, snr_trace, amplitude, numerology, seed=42):
+        gr.sync_block.__init__(self, name="gsc_slot_noise", in_sig=[np.complex64], out_sig=[np.complex64])
+        self.voltages = np.array([noise_voltage(s, amplitude, numerology) for s in snr_trace], dtype=np.float32)
+        self.slot = 0
+        self.rng = np.random.default_rng(seed)
+
+    def work(self, input_items, output_items):
+        x = input_items[0]
+        n = len(x)
+        start = self.nitems_read(0)
+        sigma = np.empty(n, np.float32)
+        cursor = 0
+        for tag in self.get_tags_in_window(0, 0, n, pmt.intern("gsc_slot")):
+            at = tag.offset - start
+            sigma[cursor:at] = self.voltages[self.slot % len(self.voltages)]
+            self.slot, cursor = int(pmt.to_python(tag.value)), at
+        sigma[cursor:] = self.voltages[self.slot % len(self.voltages)]
+        noise = (self.rng.standard_normal(n) + 1j * self.rng.standard_normal(n)).astype(np.complex64)
+        output_items[0][:] = x + noise * (sigma * np.float32(np.sqrt(0.5)))
+        return n
+
+
 class gsc_channel(gr.hier_block2):
     """AWGN at a per-carrier SNR, CFO, multipath taps and flat Rayleigh/Rician fading.
 
@@ -29,22 +61,29 @@ class gsc_channel(gr.hier_block2):
         k_factor: Rician K.
         amplitude, fft_len, cp_len: the transmitter's settings (to place the noise).
         seed: noise/fading seed.
+        snr_trace: optional SNR per image slot (dB, full power); replaces snr_db and
+            changes the noise at each frame's slot tag (see slot_noise).
     """
 
     def __init__(self, snr_db=10.0, cfo=0.0, taps=(1.0,), fading="none", doppler=1e-5, k_factor=4.0,
-                 amplitude=0.1, fft_len=64, cp_len=16, seed=42):
+                 amplitude=0.1, fft_len=64, cp_len=16, seed=42, snr_trace=None):
         gr.hier_block2.__init__(self, "gsc_channel", gr.io_signature(1, 1, gr.sizeof_gr_complex),
                                 gr.io_signature(1, 1, gr.sizeof_gr_complex))
         self.numerology = Numerology(fft_len=fft_len, cp_len=cp_len)
         self.amplitude = amplitude
         taps = np.asarray(taps, dtype=complex)
         taps = taps / np.linalg.norm(taps)
-        self.model = channels.channel_model(noise_voltage(snr_db, amplitude, self.numerology),
-                                            cfo / fft_len, 1.0, list(taps), int(seed), True)
+        traced = snr_trace is not None and len(snr_trace) > 0
+        self.model = channels.channel_model(0.0 if traced else noise_voltage(snr_db, amplitude, self.numerology),
+                                            cfo / fft_len, 1.0, list(taps), int(seed), not traced)
         chain = [self]
         if fading != "none":
             chain.append(channels.fading_model(8, float(doppler), fading == "rician", float(k_factor), int(seed)))
-        chain += [self.model, self]
+        chain.append(self.model)
+        if traced:
+            self.trace_noise = slot_noise(snr_trace, amplitude, self.numerology, seed)
+            chain.append(self.trace_noise)
+        chain.append(self)
         self.connect(*chain)
 
     def set_snr_db(self, snr_db):

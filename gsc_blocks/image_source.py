@@ -21,11 +21,13 @@ class image_source(gr.basic_block):
         interval_s: pause between images (0: as fast as the flowgraph takes them).
         manifest: JSONL path; one line per image offered: sent, or rejected with the reason.
         start_delay_s: wait after start() before the first image (lets a receiver connect).
+        paced: send the first image, then one more per message on 'next' (a closed
+            loop sends the next image once the last one is reported).
     A file that cannot be decoded is reported in the manifest and on 'events'; the
     rest of the batch still goes out. After the last image a 'done' event is sent.
     """
 
-    def __init__(self, paths=(), first_id=0, interval_s=0.0, manifest="", start_delay_s=0.0):
+    def __init__(self, paths=(), first_id=0, interval_s=0.0, manifest="", start_delay_s=0.0, paced=False):
         gr.basic_block.__init__(self, name="gsc_image_source", in_sig=None, out_sig=None)
         if isinstance(paths, (str, Path)):
             paths = list_images(paths)
@@ -38,6 +40,10 @@ class image_source(gr.basic_block):
         self.records = []
         self._thread = None
         self._stop = threading.Event()
+        self.paced = bool(paced)
+        self._next = threading.Semaphore(0)
+        self.message_port_register_in(pmt.intern("next"))
+        self.set_msg_handler(pmt.intern("next"), lambda _msg: self._next.release())
         self.message_port_register_out(pmt.intern("out"))
         self.message_port_register_out(pmt.intern("events"))
 
@@ -61,6 +67,10 @@ class image_source(gr.basic_block):
         if self._stop.wait(self.start_delay_s):
             return
         for offset, path in enumerate(self.paths):
+            if self.paced and offset:
+                while not self._next.acquire(timeout=0.1):
+                    if self._stop.is_set():
+                        break
             if self._stop.is_set():
                 break
             image_id = (self.first_id + offset) % 65536
@@ -74,10 +84,11 @@ class image_source(gr.basic_block):
                     {"event": "rejected", "image_id": image_id, "reason": str(err)}))
                 continue
             h, w = image.shape[:2]
-            self._record({"image_id": image_id, "name": path.stem, "path": str(path), "status": "sent",
+            self._record({"image_id": image_id, "slot": offset, "name": path.stem, "path": str(path), "status": "sent",
                           "height": h, "width": w, "t_sent": time.time()})
             self.message_port_pub(pmt.intern("out"), make_pdu(
-                {"image_id": image_id, "name": path.stem, "height": h, "width": w, "t_sent": time.time()},
+                {"image_id": image_id, "slot": offset, "name": path.stem, "height": h, "width": w,
+                 "t_sent": time.time()},
                 np.ascontiguousarray(image).reshape(-1)))
             if self.interval_s:
                 self._stop.wait(self.interval_s)

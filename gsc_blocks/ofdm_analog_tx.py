@@ -57,7 +57,10 @@ class frame_builder(gr.basic_block):
         frame *= gain
         self.frames_built += 1
         self.samples_queued += self.numerology.symbol_len * (2 + frame.size // n_data)
-        self.message_port_pub(pmt.intern("out"), make_pdu({}, frame.astype(np.complex64)))
+        # PDU metadata becomes stream tags on the frame's first sample: a trace-driven
+        # channel reads the image slot from there.
+        tags = {"gsc_slot": int(meta["slot"])} if "slot" in meta else {}
+        self.message_port_pub(pmt.intern("out"), make_pdu(tags, frame.astype(np.complex64)))
 
 
 class tail_flusher(gr.basic_block):

@@ -107,5 +107,7 @@ class semantic_encoder(gr.basic_block):
                       "codec_id": codec.codec_id, "rate_index": settings["rate_index"],
                       "power_level": settings["power_level"], "refine_steps": settings["refine_steps"],
                       "payload_symbols": int(part.size), "height": h, "width": w}
+            if "slot" in meta:
+                header["slot"] = int(meta["slot"])
             self.fragments_out += 1
             self.message_port_pub(pmt.intern("out"), make_pdu(header, part.astype(np.complex64)))

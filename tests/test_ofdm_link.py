@@ -118,3 +118,38 @@ def test_rayleigh_fading_channel_from_gr_channels():
     assert len(metas) >= 20                      # deep fades may cost a few frames
     estimates = np.array([m["snr_est_db"] for m in metas])
     assert estimates.std() > 0.5                 # the fade is seen frame to frame
+
+
+def test_snr_trace_changes_the_noise_per_image_slot():
+    """The slot tag set by the frame builder selects the trace's SNR for that frame."""
+    trace = [5.0, 25.0, 12.0, 25.0, 5.0, 18.0]
+    tb = gr.top_block()
+    tx = ofdm_analog_tx(amplitude=0.1)
+    channel = gsc_channel(amplitude=0.1, snr_trace=trace, seed=5)
+    rx = ofdm_analog_rx()
+    store = blocks.message_debug()
+    tb.connect(tx, channel, rx)
+    tb.msg_connect(rx, "out", store, "store")
+    rng = np.random.default_rng(5)
+    tb.start()
+    for slot in range(len(trace)):
+        for fragment in range(3):
+            symbols = ((rng.standard_normal(2000) + 1j * rng.standard_normal(2000)) / np.sqrt(2)).astype(np.complex64)
+            meta = dict(image_id=slot, fragment_index=fragment, fragment_count=3, codec_id=1, rate_index=0,
+                        power_level=0, refine_steps=0, payload_symbols=2000, height=32, width=32, slot=slot)
+            tx.builder.to_basic_block()._post(pmt.intern("in"), make_pdu(meta, symbols))
+    deadline = time.time() + 20
+    while tx.builder.frames_built < 3 * len(trace) and time.time() < deadline:
+        time.sleep(0.01)
+    tx.flusher.to_basic_block()._post(pmt.intern("flush"), pmt.to_pmt({"after": tx.builder.samples_queued, "zeros": 8192}))
+    while store.num_messages() < 3 * len(trace) and time.time() < deadline:
+        time.sleep(0.02)
+    tb.stop()
+    tb.wait()
+    per_slot = {}
+    for k in range(store.num_messages()):
+        meta, _ = split_pdu(store.get_message(k))
+        per_slot.setdefault(meta["image_id"], []).append(meta["snr_est_db"])
+    assert sorted(per_slot) == list(range(len(trace)))
+    for slot, estimates in per_slot.items():
+        assert abs(np.mean(estimates) - trace[slot]) < 1.0, (slot, estimates)
