@@ -131,3 +131,126 @@ def format_link_table(result) -> str:
         est = f"{p['snr_est_db']:.2f}" if p.get("snr_est_db") is not None else "-"
         lines.append(f"| {p['snr_db']:.0f} | {p['channel']} | {p['psnr_db']:.2f} | {p['ms_ssim']:.4f} | {est} | {p['lost']} |")
     return "\n".join(lines)
+
+
+def bench_calibrate(codec_name="deepjscc", snrs=None, n_images=300, data_dir=None, out_path=None):
+    """Calibration table for the controller: ideal-AWGN PSNR per SNR and the decode time, per action."""
+    snrs = list(snrs or np.arange(-10.0, 32.5, 2.5))
+    files = cifar_test_images(Path(data_dir or DEFAULT_DATA), n_images)
+    images = [load_image(f) for f in files]
+    codec = JSCCCodec(codec_name)
+    psnr = [ideal_awgn_point(codec, images, float(s))["psnr_db"] for s in tqdm(snrs, desc="calibrate", unit="snr")]
+    symbols = codec.encode(images[0], 10.0)
+    timings = []
+    for image in images[:50]:
+        start = time.perf_counter()
+        codec.decode(symbols, *image.shape[:2], 10.0)
+        timings.append((time.perf_counter() - start) * 1e3)
+    table = {"codec": codec_name, "dataset": f"CIFAR-10 test, first {len(files)} images", "channel": "ideal AWGN",
+             "snr_db": [float(s) for s in snrs],
+             "rates": {"0": {"symbols": int(symbols.size),
+                             "steps": {"0": {"psnr_db": [round(v, 3) for v in psnr],
+                                             "decode_ms": round(float(np.median(timings)), 3)}}}}}
+    if out_path:
+        Path(out_path).write_text(json.dumps(table, indent=1) + "\n")
+    return table
+
+
+def _policy_summary(folder: Path, targets: dict) -> dict:
+    slots = [json.loads(l) for l in (folder / "tx_controller.jsonl").read_text().splitlines() if l.strip()]
+    energy = float(np.mean([s["energy"] for s in slots]))
+    delay = float(np.mean([s["delay_ms"] for s in slots]))
+    quality = float(np.mean([s["quality_db"] for s in slots]))
+    met = quality >= targets["psnr_db"] * 0.98 and delay <= targets["delay_ms"] * 1.02
+    return {"energy_per_image": energy, "avg_delay_ms": delay, "avg_psnr_db": quality, "constraints_met": met,
+            "n_images": len(slots), "lost": int(sum(1 for s in slots if s.get("lost")))}, slots
+
+
+def bench_control(trace_path=None, n_images=2000, V=2e4, data_dir=None, config="radio_config/zmq_loopback.yaml",
+                  json_path=None, plot_path=None, work_dir="out/bench_control", v_sweep=(), fixed_levels=(0,)):
+    """The closed loop over the real two-process link under an SNR trace, per policy."""
+    from .core.config import load_config
+    from .core.controller import jakes_snr_trace, read_trace, write_trace
+    work = Path(work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    if trace_path is None:
+        trace_path = work / "trace_rayleigh_12db.csv"
+        write_trace(trace_path, jakes_snr_trace(n_images, 12.0, 0.01, seed=1))
+    trace = read_trace(trace_path)
+    n_images = min(n_images, len(trace))
+    base = load_config(config)["controller"]
+    targets = {"delay_ms": base["delay_target_ms"], "psnr_db": base["psnr_target_db"]}
+    files = cifar_test_images(Path(data_dir or DEFAULT_DATA), n_images)
+    common = ["controller.enabled=true", f"channel.snr_trace={trace_path}", f"controller.V={V}"]
+    runs = [("lyapunov", ["controller.policy=lyapunov"]), ("greedy", ["controller.policy=greedy"])]
+    runs += [(f"fixed_{lvl}", ["controller.policy=fixed", f"controller.fixed_power_level={lvl}"]) for lvl in fixed_levels]
+    runs += [(f"lyapunov_V{v:g}", ["controller.policy=lyapunov", f"controller.V={v}"]) for v in v_sweep]
+    result = {"targets": targets, "V": V, "trace": str(trace_path), "policies": {}, "fixed": {}, "v_sweep": {}}
+    slots_by_run = {}
+    for name, extra in tqdm(runs, desc="bench control", unit="run"):
+        folder = run_link(config, files, work / name, common + extra, timeout_s=3600)
+        summary, slots = _policy_summary(folder, targets)
+        slots_by_run[name] = slots
+        if name.startswith("fixed_"):
+            result["fixed"][name] = summary
+        elif name.startswith("lyapunov_V"):
+            result["v_sweep"][name[len("lyapunov_V"):]] = summary
+        else:
+            result["policies"][name] = summary
+    result["policies"]["fixed_max"] = result["fixed"].get("fixed_0")
+    meeting = [s for s in result["fixed"].values() if s["constraints_met"]]
+    if meeting:
+        cheapest = min(meeting, key=lambda s: s["energy_per_image"])
+        result["cheapest_fixed_meeting_targets"] = cheapest
+        result["lyapunov_energy_saving_vs_cheapest_fixed"] = \
+            1 - result["policies"]["lyapunov"]["energy_per_image"] / cheapest["energy_per_image"]
+    if json_path:
+        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(json_path).write_text(json.dumps(result, indent=1) + "\n")
+    if plot_path:
+        plot_control(result, slots_by_run["lyapunov"], trace, plot_path)
+    return result
+
+
+def plot_control(result, slots, trace, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    slots = slots[:len(trace)]
+    t = np.arange(len(slots))
+    fig, axes = plt.subplots(4, 1, figsize=(9, 8), sharex=True)
+    axes[0].plot(t, trace[:len(slots)], lw=0.6)
+    axes[0].set_ylabel("SNR (dB)")
+    axes[1].plot(t, [s["Z"] for s in slots], label="Z (delay)")
+    axes[1].plot(t, [s["Y"] for s in slots], label="Y (quality)")
+    axes[1].set_ylabel("virtual queues")
+    axes[1].legend(fontsize=7)
+    axes[2].step(t, [s["power_level"] for s in slots], lw=0.6)
+    axes[2].set_ylabel("power level\n(2 dB steps)")
+    q = np.cumsum([s["quality_db"] for s in slots]) / (t + 1)
+    e = np.cumsum([s["energy"] for s in slots]) / (t + 1)
+    axes[3].plot(t, q, label="running mean PSNR (dB)")
+    axes[3].axhline(result["targets"]["psnr_db"], color="gray", ls="--", lw=0.8)
+    ax2 = axes[3].twinx()
+    ax2.plot(t, e * 1e3, color="tab:red", label="running mean energy (mJ-equiv.)")
+    axes[3].set_ylabel("PSNR (dB)")
+    axes[3].set_xlabel("image slot")
+    fig.suptitle(f"Lyapunov controller over the ZMQ link, V={result['V']:g}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    if result["v_sweep"]:
+        vs = sorted(result["v_sweep"], key=float)
+        fig, ax = plt.subplots(1, 2, figsize=(8, 3.2))
+        ax[0].plot([float(v) for v in vs], [result["v_sweep"][v]["energy_per_image"] for v in vs], "o-")
+        ax[0].set_xscale("log")
+        ax[0].set_xlabel("V")
+        ax[0].set_ylabel("energy per image")
+        ax[1].plot([float(v) for v in vs], [result["v_sweep"][v]["avg_psnr_db"] - result["targets"]["psnr_db"]
+                                            for v in vs], "o-")
+        ax[1].set_xscale("log")
+        ax[1].set_xlabel("V")
+        ax[1].set_ylabel("PSNR slack (dB)")
+        fig.tight_layout()
+        fig.savefig(str(path).replace(".png", "_vsweep.png"), dpi=110)
+        plt.close(fig)

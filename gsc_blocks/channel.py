@@ -91,7 +91,9 @@ class gsc_channel(gr.hier_block2):
 
 
 def from_config(config: dict) -> gsc_channel:
+    from .core.controller import read_trace
     ch, ofdm = config["channel"], config["ofdm"]
+    trace = read_trace(ch["snr_trace"]) if ch["snr_trace"] else None
     return gsc_channel(snr_db=ch["snr_db"], cfo=ch["cfo"], taps=ch["multipath_taps"], fading=ch["fading"],
                        doppler=ch["doppler"], k_factor=ch["k_factor"], amplitude=ofdm["amplitude"],
-                       fft_len=ofdm["fft_len"], cp_len=ofdm["cp_len"], seed=ch["seed"])
+                       fft_len=ofdm["fft_len"], cp_len=ofdm["cp_len"], seed=ch["seed"], snr_trace=trace)

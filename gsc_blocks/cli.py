@@ -34,12 +34,27 @@ def cmd_test(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from .bench import bench_link, format_link_table
-    if args.what != "link":
-        print(f"error: unknown benchmark {args.what!r}; available: link", file=sys.stderr)
-        return 2
+    from .bench import bench_calibrate, bench_control, bench_link, format_link_table
+    if args.what == "calibrate":
+        args.images = args.images or 300
+        out = args.out or str(REPO / "models" / args.codec / "calibration.json")
+        table = bench_calibrate(args.codec, None, args.images, args.data, out)
+        print(f"calibration written to {out}: PSNR {table['rates']['0']['steps']['0']['psnr_db']}")
+        return 0
+    if args.what == "control":
+        import json as _json
+        args.images = args.images or 2000
+        v_sweep = [float(v) for v in args.v_sweep.split(",")] if args.v_sweep else []
+        levels = [int(v) for v in args.fixed_levels.split(",")]
+        result = bench_control(args.snr_trace, args.images, args.V, args.data, args.config,
+                               args.json or "out/bench_control.json", args.plot or "out/bench_control.png",
+                               v_sweep=v_sweep, fixed_levels=levels)
+        print(_json.dumps({k: v for k, v in result.items() if k != "trace"}, indent=1))
+        return 0
     snrs = [float(s) for s in args.snr.split(",")]
-    result = bench_link(args.codec, snrs, args.images, args.data, args.config, args.json, args.plot)
+    args.images = args.images or 200
+    result = bench_link(args.codec, snrs, args.images, args.data, args.config,
+                        args.json or "out/bench_link.json", args.plot or "out/bench_link.png")
     print(format_link_table(result))
     t = result["throughput"]
     print(f"throughput: {t['samples_per_s'] / 1e3:.0f} kS/s, {t['images_per_s']:.1f} images/s, "
@@ -65,14 +80,19 @@ def main(argv=None) -> int:
     t = sub.add_parser("test", help="run the test suite")
     t.add_argument("pytest_args", nargs=argparse.REMAINDER)
     b = sub.add_parser("bench", help="benchmarks (writes JSON and a PNG plot)")
-    b.add_argument("what", choices=["link"])
+    b.add_argument("what", choices=["link", "calibrate", "control"])
     b.add_argument("--codec", default="deepjscc")
     b.add_argument("--snr", default="0,5,10,15,20")
-    b.add_argument("--images", type=int, default=200)
+    b.add_argument("--images", type=int, default=None, help="images (link 200, calibrate 300, control 2000)")
     b.add_argument("--data", default=None, help="folder holding cifar10/ (default ../shared/datasets)")
     b.add_argument("--config", default=str(REPO / "radio_config" / "zmq_loopback.yaml"))
-    b.add_argument("--json", default="out/bench_link.json")
-    b.add_argument("--plot", default="out/bench_link.png")
+    b.add_argument("--json", default=None, help="default out/bench_<what>.json")
+    b.add_argument("--plot", default=None, help="default out/bench_<what>.png")
+    b.add_argument("--out", default=None, help="calibrate: table path (default models/<codec>/calibration.json)")
+    b.add_argument("--snr-trace", default=None, help="control: CSV with column snr_db (default: Jakes, 12 dB)")
+    b.add_argument("--V", type=float, default=2e4, help="control: drift-plus-penalty weight")
+    b.add_argument("--v-sweep", default="", help="control: comma-separated V values for the sweep")
+    b.add_argument("--fixed-levels", default="0", help="control: power levels of the fixed policies to run")
     for name, module in (("train", "train"), ("export", "export")):
         q = sub.add_parser(name, help=f"models/gsc_models/{module}.py (arguments passed through)")
         q.add_argument("rest", nargs=argparse.REMAINDER)

@@ -29,6 +29,9 @@ class image_sink(gr.basic_block):
     (header fields, SNR estimates, fragments lost, decode time and, where the
     TX manifest names the original, PSNR and MS-SSIM against it).
 
+    The 'report' port publishes one dict per image (slot, SNR estimates, decode
+    time, PSNR when known) for the transmitter's controller.
+
     Args:
         out_dir: folder for images and received.jsonl.
         manifest: the TX manifest JSONL ('' = no metrics here; the report adds them).
@@ -44,6 +47,7 @@ class image_sink(gr.basic_block):
         self.references = {}
         self.lock = threading.Lock()
         self.message_port_register_in(pmt.intern("in"))
+        self.message_port_register_out(pmt.intern("report"))
         self.set_msg_handler(pmt.intern("in"), self.handle)
 
     def handle(self, msg):
@@ -71,3 +75,6 @@ class image_sink(gr.basic_block):
             self.received.append(record)
             with self.log_path.open("a") as fh:
                 fh.write(json.dumps(record) + "\n")
+        report = {k: record[k] for k in ("image_id", "slot", "snr_est_db", "snr_eff_db", "decode_ms",
+                                         "power_level", "rate_index", "refine_steps", "psnr_db") if k in record}
+        self.message_port_pub(pmt.intern("report"), pmt.to_pmt(report))

@@ -43,9 +43,12 @@ class image_source(gr.basic_block):
         self.paced = bool(paced)
         self._next = threading.Semaphore(0)
         self.message_port_register_in(pmt.intern("next"))
-        self.set_msg_handler(pmt.intern("next"), lambda _msg: self._next.release())
+        self.set_msg_handler(pmt.intern("next"), self.handle_next)
         self.message_port_register_out(pmt.intern("out"))
         self.message_port_register_out(pmt.intern("events"))
+
+    def handle_next(self, _msg):
+        self._next.release()
 
     def start(self):
         self._stop.clear()

@@ -2,10 +2,14 @@
 import json
 import threading
 
+import numpy as np
 import pmt
 from gnuradio import gr
 
-from .core.controller import CalibrationTable, CostModel, LyapunovController
+from .core.frame import power_gain
+from .core.controller import Action, CalibrationTable, CostModel, LyapunovController, greedy_policy
+
+POLICIES = ("lyapunov", "fixed", "greedy")
 
 
 class lyapunov_controller(gr.basic_block):
@@ -16,23 +20,48 @@ class lyapunov_controller(gr.basic_block):
         V: energy weight; larger V saves more energy at the cost of constraint slack.
         delay_target_ms, psnr_target_db: the long-term average constraints.
         power_levels: transmit power levels allowed (2 dB per level below full power).
-    Message ports: report in (dict with snr_db at reference power, delay_ms and
-    quality_db of the last image); command out (dict rate_index, power_level,
-    refine_steps, for the semantic encoder's control port); state out (dict with
-    the virtual queues Z, Y and the last action, for plots and GUIs).
+        policy: lyapunov, fixed (always fixed_power_level) or greedy (cheapest action
+            expected to meet both targets at the reported SNR).
+    Message ports: report in (an image sink's report: snr_est_db at reference
+    power, decode_ms, psnr_db when known; or a dict with snr_db, delay_ms,
+    quality_db); command out (dict rate_index, power_level, refine_steps, for the
+    semantic encoder's control port); state out (queues Z, Y and the action);
+    next out (after each command: lets a paced image source send the next image).
     """
 
-    def __init__(self, calibration, V=1e4, delay_target_ms=50.0, psnr_target_db=25.0, power_levels=(0, 1, 2, 3, 4)):
+    def __init__(self, calibration, V=1e4, delay_target_ms=50.0, psnr_target_db=25.0, power_levels=(0, 1, 2, 3, 4),
+                 policy="lyapunov", fixed_power_level=0, initial_snr_db=10.0):
         gr.basic_block.__init__(self, name="gsc_lyapunov_controller", in_sig=None, out_sig=None)
+        if policy not in POLICIES:
+            raise ValueError(f"policy {policy!r}: expected one of {', '.join(POLICIES)}")
         table = CalibrationTable.load(calibration) if not isinstance(calibration, CalibrationTable) else calibration
-        model = CostModel(table)
-        self.core = LyapunovController(model, table.actions(list(power_levels)), float(V),
-                                       float(delay_target_ms), float(psnr_target_db))
+        self.table = table
+        self.model = CostModel(table)
+        actions = table.actions(list(power_levels))
+        self.core = LyapunovController(self.model, actions, float(V), float(delay_target_ms), float(psnr_target_db))
+        self.policy = policy
+        self.fixed = Action(actions[-1].rate_index, int(fixed_power_level), actions[-1].refine_steps)
+        self.greedy = greedy_policy(actions, float(delay_target_ms), float(psnr_target_db))
+        # Until the first report, send at full power: nothing is known of the channel yet.
+        self.last_action = self.fixed if policy == "fixed" else max(
+            actions, key=lambda a: (a.power_level == min(power_levels), a.rate_index, a.refine_steps))
+        self.slots = []                        # one record per reported slot
         self.lock = threading.Lock()
         self.message_port_register_in(pmt.intern("report"))
-        for port in ("command", "state"):
+        for port in ("command", "state", "next"):
             self.message_port_register_out(pmt.intern(port))
         self.set_msg_handler(pmt.intern("report"), self.handle_report)
+
+    def _choose(self, snr_db: float) -> Action:
+        if self.policy == "fixed":
+            return self.fixed
+        if self.policy == "greedy":
+            return self.greedy(self.model, snr_db)
+        return self.core.decide(snr_db)
+
+    def initial_command(self) -> dict:
+        a = self.last_action
+        return {"rate_index": a.rate_index, "power_level": a.power_level, "refine_steps": a.refine_steps}
 
     def set_V(self, V):
         with self.lock:
@@ -40,16 +69,49 @@ class lyapunov_controller(gr.basic_block):
 
     def handle_report(self, msg):
         report = pmt.to_python(msg)
+        if isinstance(report, dict) and "snr_db" not in report and "snr_est_db" in report:
+            report = self.slot_costs(report)
         if not isinstance(report, dict) or "snr_db" not in report:
             gr.log.warn(f"gsc lyapunov_controller: report must be a dict with snr_db; got {report!r}")
             return
         with self.lock:
+            image_id = report.get("image_id")
+            if image_id is not None and any(r.get("image_id") == image_id for r in self.slots[-8:]):
+                return          # a late report for an image already charged as lost
             if "delay_ms" in report and "quality_db" in report:
                 self.core.update(float(report["delay_ms"]), float(report["quality_db"]))
-            action = self.core.decide(float(report["snr_db"]))
+            action = self._choose(float(report["snr_db"]))
             state = {"Z": self.core.Z, "Y": self.core.Y, "snr_db": float(report["snr_db"])}
+            self.slots.append({**{k: v for k, v in report.items() if isinstance(v, (int, float, str, bool))},
+                               "Z": self.core.Z, "Y": self.core.Y, "next_power_level": action.power_level,
+                               "next_rate_index": action.rate_index, "next_refine_steps": action.refine_steps})
+            self.last_action = action
         command = {"rate_index": action.rate_index, "power_level": action.power_level,
-                   "refine_steps": action.refine_steps}
+                   "refine_steps": action.refine_steps,
+                   # the encoder is conditioned on the SNR it expects at the receiver
+                   "snr_db": float(report["snr_db"]) + 10.0 * np.log10(power_gain(action.power_level))}
         state.update(command)
         self.message_port_pub(pmt.intern("command"), pmt.to_pmt(command))
         self.message_port_pub(pmt.intern("state"), pmt.to_pmt(state))
+        self.message_port_pub(pmt.intern("next"), pmt.PMT_T)
+
+    def slot_costs(self, report: dict) -> dict:
+        """An image sink's report (or a lost slot's) -> the slot's SNR, energy, delay and quality.
+
+        Delay = airtime of the action used + the measured decode time; quality is the
+        measured PSNR when the receiver knows the original, else the calibration's
+        expectation at the measured effective SNR; a lost image gets lost_quality_db.
+        """
+        action = Action(int(report.get("rate_index", self.last_action.rate_index)),
+                        int(report.get("power_level", self.last_action.power_level)),
+                        int(report.get("refine_steps", self.last_action.refine_steps)))
+        costs = self.model.costs(action, float(report.get("snr_est_db", 0.0)))
+        if report.get("lost"):
+            quality = float(report.get("lost_quality_db", 0.0))
+            delay = float(report.get("delay_ms", costs.delay_ms))
+        else:
+            quality = float(report["psnr_db"]) if report.get("psnr_db") is not None else \
+                self.table.quality(action.rate_index, action.refine_steps, float(report.get("snr_eff_db", 0.0)))
+            delay = self.model.airtime_s(action) * 1e3 + float(report.get("decode_ms", 0.0))
+        return {**report, "snr_db": float(report.get("snr_est_db", 0.0)), "energy": costs.energy,
+                "delay_ms": delay, "quality_db": quality, "power_level": action.power_level}

@@ -71,7 +71,8 @@ class header_decoder(gr.basic_block):
             return
         self.frames_ok += 1
         # The decoded header is now known data: refine CFO and noise with it.
-        known = self.codec.encode(header).reshape(HEADER_OFDM_SYMBOLS, -1)
+        known = self.codec.encode(header).reshape(HEADER_OFDM_SYMBOLS, -1) \
+            * np.sqrt(power_gain(header.power_level))      # the header went out at the frame's power
         residual_cfo, noise_var = decision_directed_refinement(
             symbols[2:2 + HEADER_OFDM_SYMBOLS], known, channel, self.numerology, 0)
         cfo += residual_cfo

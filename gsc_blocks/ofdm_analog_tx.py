@@ -1,4 +1,6 @@
 """Analog OFDM transmitter: fragment PDUs in, baseband samples out."""
+import threading
+
 import numpy as np
 import pmt
 from gnuradio import blocks, digital, fft, gr, pdu
@@ -17,10 +19,13 @@ class frame_builder(gr.basic_block):
     receiver measures the channel at reference power and knows the boost).
     """
 
-    def __init__(self, numerology: Numerology = Numerology(), guard_symbols: int = 1):
+    def __init__(self, numerology: Numerology = Numerology(), guard_symbols: int = 1, flusher=None,
+                 idle_zeros: int = 0):
         gr.basic_block.__init__(self, name="gsc_frame_builder", in_sig=None, out_sig=None)
         self.header_codec = HeaderCodec(numerology)
         self.numerology = numerology
+        self.flusher = flusher
+        self.idle_zeros = int(idle_zeros)
         self.frames_built = 0
         self.samples_queued = 0     # baseband samples of all frames built so far
         bits = np.random.default_rng(0x6A7D).integers(0, 4, guard_symbols * numerology.n_data)
@@ -61,6 +66,10 @@ class frame_builder(gr.basic_block):
         # channel reads the image slot from there.
         tags = {"gsc_slot": int(meta["slot"])} if "slot" in meta else {}
         self.message_port_pub(pmt.intern("out"), make_pdu(tags, frame.astype(np.complex64)))
+        if self.idle_zeros and self.flusher is not None:
+            # Idle the air after the frame, as a radio between bursts does: a paced
+            # sender waits for this frame's report, which needs the frame released.
+            self.flusher.request(self.samples_queued, self.idle_zeros)
 
 
 class tail_flusher(gr.basic_block):
@@ -77,6 +86,7 @@ class tail_flusher(gr.basic_block):
         self.pending = 0
         self.passed = 0
         self.release_after = 0
+        self.lock = threading.Lock()
         self.message_port_register_in(pmt.intern("flush"))
         self.set_msg_handler(pmt.intern("flush"), self.handle_flush)
 
@@ -84,8 +94,12 @@ class tail_flusher(gr.basic_block):
         request = pmt.to_python(msg)
         if not isinstance(request, dict):
             request = {"zeros": int(request) if isinstance(request, int) else 4096}
-        self.release_after = max(self.release_after, int(request.get("after", 0)))
-        self.pending += int(request.get("zeros", 4096))
+        self.request(int(request.get("after", 0)), int(request.get("zeros", 4096)))
+
+    def request(self, after: int, zeros: int):
+        with self.lock:
+            self.release_after = max(self.release_after, after)
+            self.pending += zeros
 
     @property
     def idle(self) -> bool:
@@ -102,11 +116,12 @@ class tail_flusher(gr.basic_block):
             self.consume(0, n)
             self.passed += n
             return n
-        if self.pending and self.passed >= self.release_after:
-            n = min(self.pending, len(output_items[0]))
-            output_items[0][:n] = 0
-            self.pending -= n
-            return n
+        with self.lock:
+            if self.pending and self.passed >= self.release_after:
+                n = min(self.pending, len(output_items[0]))
+                output_items[0][:n] = 0
+                self.pending -= n
+                return n
         return 0
 
 
@@ -124,12 +139,14 @@ class ofdm_analog_tx(gr.hier_block2):
         amplitude: RMS amplitude of the output samples at power level 0.
         max_fragment_symbols: largest payload per frame; sizes the stream buffers,
             which must hold a whole frame.
+        idle_zeros: zero samples sent after every frame (0: none); a closed loop
+            that waits for each frame's report needs them over ZMQ.
         guard_symbols: OFDM symbols (pilots only) closing each frame, so the
             receiver's delay line releases the frame even when it is the last one.
     """
 
     def __init__(self, fft_len=64, cp_len=16, occupied_carriers=None, pilot_carriers=None,
-                 amplitude=0.1, guard_symbols=1, max_fragment_symbols=4800):
+                 amplitude=0.1, guard_symbols=1, max_fragment_symbols=4800, idle_zeros=0):
         gr.hier_block2.__init__(self, "gsc_ofdm_analog_tx", gr.io_signature(0, 0, 0),
                                 gr.io_signature(1, 1, gr.sizeof_gr_complex))
         self.message_port_register_hier_in("in")
@@ -140,7 +157,8 @@ class ofdm_analog_tx(gr.hier_block2):
             kwargs["pilot_carriers"] = tuple(pilot_carriers)
         self.numerology = numerology = Numerology(fft_len=fft_len, cp_len=cp_len, **kwargs)
 
-        self.builder = frame_builder(numerology, guard_symbols)
+        self.flusher = tail_flusher()
+        self.builder = frame_builder(numerology, guard_symbols, self.flusher, idle_zeros)
         to_stream = pdu.pdu_to_tagged_stream(gr.types.complex_t, LENGTH_TAG)
         allocator = digital.ofdm_carrier_allocator_cvc(
             fft_len, [list(numerology.occupied_carriers)], [list(numerology.pilot_carriers)],
@@ -151,7 +169,6 @@ class ofdm_analog_tx(gr.hier_block2):
         n_active = len(numerology.occupied_carriers) + len(numerology.pilot_carriers)
         self.scale = blocks.multiply_const_cc(amplitude / np.sqrt(n_active))
 
-        self.flusher = tail_flusher()
         self.message_port_register_hier_in("flush")
         # Tagged-stream blocks need a whole frame in one buffer.
         n_sym = 2 + HEADER_OFDM_SYMBOLS + numerology.payload_ofdm_symbols(max_fragment_symbols) + guard_symbols

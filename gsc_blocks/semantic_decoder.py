@@ -41,7 +41,7 @@ class semantic_decoder(gr.basic_block):
         for port in ("out", "events"):
             self.message_port_register_out(pmt.intern(port))
         self.set_msg_handler(pmt.intern("in"), self.handle_fragment)
-        self.set_msg_handler(pmt.intern("flush"), lambda _msg: self.flush())
+        self.set_msg_handler(pmt.intern("flush"), self.handle_flush)
         self._stop = threading.Event()
         self._timer = None
 
@@ -82,6 +82,9 @@ class semantic_decoder(gr.basic_block):
             self._emit(images)
         finally:
             self.busy -= 1
+
+    def handle_flush(self, _msg):
+        self.flush()
 
     def flush(self):
         """Decode everything pending now (blocking); used at the end of a run."""

@@ -113,7 +113,7 @@ def test_controller_block_turns_reports_into_encoder_commands(tmp_path):
     tb.stop()
     tb.wait()
     got = [pmt.to_python(commands.get_message(i)) for i in range(commands.num_messages())]
-    assert len(got) == 4 and set(got[0]) == {"rate_index", "power_level", "refine_steps"}
+    assert len(got) == 4 and set(got[0]) == {"rate_index", "power_level", "refine_steps", "snr_db"}
     assert got[0]["power_level"] == 7                 # no quality debt: the least energy
     assert got[3]["power_level"] < 7                  # debt in the Y queue buys power back
     assert pmt.to_python(states.get_message(0))["Y"] == 0.0 and pmt.to_python(states.get_message(3))["Y"] == 15.0

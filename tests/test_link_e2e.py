@@ -59,3 +59,21 @@ def test_bad_setup_value_and_missing_model_stop_before_starting(tmp_path, sample
     with pytest.raises(CodecError, match="model 'nosuch' not found"):
         run_link(CONFIG, samples, tmp_path / "b", ["codec.name=nosuch"])
     assert not (tmp_path / "a" / "tx.log").exists()
+
+
+def test_closed_loop_reports_every_slot_and_lowers_power(tmp_path, samples):
+    """RX reports over ZMQ PUB/SUB drive the TX controller; the source is paced by it."""
+    import json as _json
+
+    from gsc_blocks.core.controller import write_trace
+    trace = tmp_path / "trace.csv"
+    write_trace(trace, np.full(12, 25.0))
+    images = sorted(samples.glob("cifar_*.png")) * 2
+    out = run_link(CONFIG, images[:12], tmp_path / "out",
+                   ["controller.enabled=true", f"channel.snr_trace={trace}", "controller.psnr_target_db=15"],
+                   timeout_s=120)
+    slots = [_json.loads(l) for l in (out / "tx_controller.jsonl").read_text().splitlines()]
+    assert len(slots) == 12 and not any(s.get("lost") for s in slots)
+    assert slots[0]["power_level"] == 0                       # full power until the first report
+    assert max(s["power_level"] for s in slots[1:]) > 0       # a 25 dB channel and a low target: power drops
+    assert all(abs(s["snr_db"] - 25.0) < 1.5 for s in slots)

@@ -153,3 +153,10 @@ def test_snr_trace_changes_the_noise_per_image_slot():
     assert sorted(per_slot) == list(range(len(trace)))
     for slot, estimates in per_slot.items():
         assert abs(np.mean(estimates) - trace[slot]) < 1.0, (slot, estimates)
+
+
+def test_snr_estimate_is_at_reference_power_whatever_the_power_level():
+    _, received, _ = run_known_symbols(20.0, n_frames=6, power_level=5)      # -10 dB payload and header
+    assert len(received) == 6
+    assert abs(np.mean([m["snr_est_db"] for m, _ in received]) - 20.0) < 1.0
+    assert abs(np.mean([m["snr_eff_db"] for m, _ in received]) - 10.0) < 1.0

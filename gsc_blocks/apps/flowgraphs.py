@@ -5,7 +5,9 @@ from gnuradio import blocks, gr, zeromq
 
 from ..channel import from_config as channel_from_config
 from ..image_sink import image_sink
+from ..core.controller import read_trace
 from ..image_source import image_source
+from ..lyapunov_controller import lyapunov_controller
 from ..ofdm_analog_rx import ofdm_analog_rx
 from ..ofdm_analog_tx import ofdm_analog_tx
 from ..semantic_decoder import semantic_decoder
@@ -39,18 +41,29 @@ class tx_top(gr.top_block):
 
     def __init__(self, config, images, manifest, start_delay_s=0.5, interval_s=0.0, first_id=0):
         gr.top_block.__init__(self, "gsc_tx")
-        ofdm, codec = config["ofdm"], config["codec"]
+        ofdm, codec, ctrl = config["ofdm"], config["codec"], config["controller"]
         self.source = image_source(images, first_id=first_id, interval_s=interval_s, manifest=manifest,
-                                   start_delay_s=start_delay_s)
+                                   start_delay_s=start_delay_s, paced=ctrl["enabled"])
         self.encoder = semantic_encoder(codec["name"], codec["rate_index"], codec["power_level"], 0,
                                         codec["encoder_snr_db"], ofdm["max_fragment_symbols"], codec["models_dir"])
         self.tx = ofdm_analog_tx(ofdm["fft_len"], ofdm["cp_len"], amplitude=ofdm["amplitude"],
                                  guard_symbols=ofdm["guard_symbols"],
-                                 max_fragment_symbols=ofdm["max_fragment_symbols"])
+                                 max_fragment_symbols=ofdm["max_fragment_symbols"],
+                                 idle_zeros=4096 if ctrl["enabled"] else 0)
         self.events = blocks.message_debug()
         self.msg_connect(self.source, "out", self.encoder, "in")
         self.msg_connect(self.encoder, "out", self.tx, "in")
         self.msg_connect(self.encoder, "events", self.events, "store")
+        self.controller = None
+        if ctrl["enabled"]:
+            self.controller = lyapunov_controller(
+                ctrl["calibration"], ctrl["V"], ctrl["delay_target_ms"], ctrl["psnr_target_db"], ctrl["power_levels"],
+                ctrl["policy"], ctrl["fixed_power_level"], config["channel"]["snr_db"])
+            self.encoder.handle_control(pmt.to_pmt(self.controller.initial_command()))
+            self.reports = zeromq.sub_msg_source(ctrl["report_address"], ZMQ_TIMEOUT_MS, False)
+            self.msg_connect(self.reports, "out", self.controller, "report")
+            self.msg_connect(self.controller, "command", self.encoder, "control")
+            self.msg_connect(self.controller, "next", self.source, "next")
         chain = [self.tx]
         if config["link"] == "zmq":
             if config["channel"]["enabled"]:
@@ -100,6 +113,9 @@ class rx_top(gr.top_block):
         self.msg_connect(self.decoder, "out", self.sink, "in")
         self.msg_connect(self.rx, "events", self.events, "store")
         self.msg_connect(self.decoder, "events", self.events, "store")
+        if config["controller"]["enabled"]:
+            self.reports = zeromq.pub_msg_sink(config["controller"]["report_address"], ZMQ_TIMEOUT_MS, True)
+            self.msg_connect(self.sink, "report", self.reports, "in")
 
     def event_list(self):
         return [pmt.to_python(self.events.get_message(i)) for i in range(self.events.num_messages())]

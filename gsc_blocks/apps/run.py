@@ -52,6 +52,8 @@ def run_tx(args) -> int:
     t_start = time.time()
     top.start()
     deadline = time.time() + args.max_seconds
+    if top.controller is not None:
+        _closed_loop(top, config["controller"], deadline)
     while not top.all_framed() and time.time() < deadline:
         time.sleep(0.02)
     top.flush()
@@ -66,7 +68,32 @@ def run_tx(args) -> int:
              "events": top.event_list(), "t_start": t_start, "t_end": time.time(),
              "completed": top.all_framed()}
     (out / "tx_stats.json").write_text(json.dumps(stats))
+    if top.controller is not None:
+        with (out / "tx_controller.jsonl").open("w") as fh:
+            for record in top.controller.slots:
+                fh.write(json.dumps(record) + "\n")
     return 0
+
+
+def _closed_loop(top, ctrl, deadline):
+    """Wait for one report per image; an image with none slot_timeout_s after it was sent counts as lost."""
+    import pmt
+    controller, source = top.controller, top.source
+    charged = -1
+    while time.time() < deadline:
+        sent = [r for r in source.records if r["status"] == "sent"]
+        done = len(controller.slots)
+        if source.finished.is_set() and done >= len(sent):
+            return
+        pending = sent[done] if done < len(sent) else None
+        if pending and pending["slot"] != charged and time.time() - pending["t_sent"] > ctrl["slot_timeout_s"]:
+            last_snr = controller.slots[-1]["snr_db"] if controller.slots else 0.0
+            controller.to_basic_block()._post(pmt.intern("report"), pmt.to_pmt({
+                "lost": True, "slot": int(pending["slot"]), "image_id": int(pending["image_id"]),
+                "snr_est_db": last_snr, "lost_quality_db": ctrl["lost_quality_db"],
+                "delay_ms": ctrl["slot_timeout_s"] * 1e3}))
+            charged = pending["slot"]
+        time.sleep(0.005)
 
 
 def run_rx(args) -> int:
@@ -84,7 +111,8 @@ def run_rx(args) -> int:
     done_file = out / DONE_FILE
     last_count, last_change = -1, time.time()
     while not stopping["now"] and time.time() - t_start < args.max_seconds:
-        count = top.fragments_received + len(top.sink.received)
+        # Activity: samples still reaching the demux, frames, decoded images.
+        count = top.rx.hpd.nitems_read(0) + top.fragments_received + len(top.sink.received)
         if count != last_count:
             last_count, last_change = count, time.time()
         if not top.decoder.idle:
@@ -173,7 +201,7 @@ def main(argv=None) -> int:
         else:
             q.add_argument("--manifest", default="", help="TX manifest JSONL (default OUT/tx_manifest.jsonl)")
             q.add_argument("--no-metrics", action="store_true", help="do not compare with originals")
-            q.add_argument("--idle", type=float, default=1.0,
+            q.add_argument("--idle", type=float, default=2.0,
                            help="after TX is done (OUT/tx_done exists), stop once idle this long")
     args = p.parse_args(argv)
     try:

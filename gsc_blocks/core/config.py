@@ -52,6 +52,27 @@ SCHEMA = {
         "doppler": {**_num(0.0, 0.1), "default": 1e-5, "doc": "max Doppler, normalized to the sample rate"},
         "k_factor": {**_num(0.0, 100.0), "default": 4.0, "doc": "Rician K factor"},
         "seed": {**_num(0, 2 ** 31 - 1, True), "default": 42, "doc": "noise and fading seed"},
+        "snr_trace": {"type": "str", "default": "",
+                      "doc": "CSV with one column snr_db: the SNR per image slot at full power ('' = snr_db)"},
+    },
+    "controller": {
+        "enabled": {"type": "bool", "default": False, "doc": "closed loop: RX reports, TX controller, paced source"},
+        "policy": {"type": "choice", "choices": ["lyapunov", "fixed", "greedy"], "default": "lyapunov",
+                   "doc": "allocation policy"},
+        "V": {**_num(0, 1e12), "default": 2e4, "doc": "drift-plus-penalty energy weight"},
+        "delay_target_ms": {**_num(0, 1e6), "default": 10.0, "doc": "average delay constraint"},
+        "psnr_target_db": {**_num(0, 100), "default": 24.0, "doc": "average quality constraint"},
+        "power_levels": {"type": "intlist", "default": [0, 1, 2, 3, 4, 5, 6, 7],
+                         "doc": "allowed power levels (2 dB steps below full power)"},
+        "fixed_power_level": {**_num(0, 15, True), "default": 0, "doc": "power level of the fixed policy"},
+        "calibration": {"type": "str", "default": "models/deepjscc/calibration.json",
+                        "doc": "calibration table Q(snr, rate, steps) from `gsc bench calibrate`"},
+        "report_address": {"type": "str", "default": "tcp://127.0.0.1:5556",
+                           "doc": "ZMQ PUB (RX, binds) / SUB (TX, connects) address of the reports"},
+        "slot_timeout_s": {**_num(0.05, 60), "default": 1.0,
+                           "doc": "a slot with no report after this long counts as lost"},
+        "lost_quality_db": {**_num(0, 100), "default": 11.0,
+                            "doc": "quality charged for a lost image (about the dataset mean image's PSNR)"},
     },
     "zmq": {
         "address": {"type": "str", "default": "tcp://127.0.0.1:5555",
@@ -114,6 +135,10 @@ def _check_value(where: str, key: str, value, spec):
         if (lo is not None and value < lo) or (hi is not None and value > hi):
             fail(("an integer" if kind == "int" else "a number") + bounds)
         return int(value) if kind == "int" else float(value)
+    if kind == "intlist":
+        if not isinstance(value, list) or not value or not all(isinstance(v, int) and 0 <= v < 16 for v in value):
+            fail("a non-empty list of integers 0..15")
+        return sorted(set(value))
     if kind == "taps":
         if not isinstance(value, list) or not value or len(value) > 64:
             fail("a list of 1 to 64 taps, each a number or [re, im]")
