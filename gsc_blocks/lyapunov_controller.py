@@ -7,6 +7,7 @@ import pmt
 from gnuradio import gr
 
 from .core.frame import power_gain
+from .pdu_util import make_pdu
 from .core.controller import Action, CalibrationTable, CostModel, LyapunovController, greedy_policy
 
 POLICIES = ("lyapunov", "fixed", "greedy")
@@ -26,7 +27,9 @@ class lyapunov_controller(gr.basic_block):
     power, decode_ms, psnr_db when known; or a dict with snr_db, delay_ms,
     quality_db); command out (dict rate_index, power_level, refine_steps, for the
     semantic encoder's control port); state out (queues Z, Y and the action);
-    next out (after each command: lets a paced image source send the next image).
+    next out (after each command: lets a paced image source send the next image);
+    queues and action out (float PDUs [Z, Y] and [power, rate, steps] for QT GUI
+    time sinks).
     """
 
     def __init__(self, calibration, V=1e4, delay_target_ms=50.0, psnr_target_db=25.0, power_levels=(0, 1, 2, 3, 4),
@@ -48,7 +51,7 @@ class lyapunov_controller(gr.basic_block):
         self.slots = []                        # one record per reported slot
         self.lock = threading.Lock()
         self.message_port_register_in(pmt.intern("report"))
-        for port in ("command", "state", "next"):
+        for port in ("command", "state", "next", "queues", "action"):
             self.message_port_register_out(pmt.intern(port))
         self.set_msg_handler(pmt.intern("report"), self.handle_report)
 
@@ -94,6 +97,10 @@ class lyapunov_controller(gr.basic_block):
         self.message_port_pub(pmt.intern("command"), pmt.to_pmt(command))
         self.message_port_pub(pmt.intern("state"), pmt.to_pmt(state))
         self.message_port_pub(pmt.intern("next"), pmt.PMT_T)
+        # For QT GUI time sinks (type msg_float): [Z, Y] and [power level, rate index, steps].
+        self.message_port_pub(pmt.intern("queues"), make_pdu({}, np.array([state["Z"], state["Y"]], np.float32)))
+        self.message_port_pub(pmt.intern("action"), make_pdu({}, np.array(
+            [action.power_level, action.rate_index, action.refine_steps], np.float32)))
 
     def slot_costs(self, report: dict) -> dict:
         """An image sink's report (or a lost slot's) -> the slot's SNR, energy, delay and quality.
