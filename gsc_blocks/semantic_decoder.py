@@ -36,6 +36,7 @@ class semantic_decoder(gr.basic_block):
         self.reassembly_lock = threading.Lock()  # handler, timer and flush threads share it
         self.busy = 0                            # decodes in progress (a receiver waits for them)
         self.decode_ms = []
+        self.images_out = 0
         for port in ("in", "flush"):
             self.message_port_register_in(pmt.intern(port))
         for port in ("out", "events"):
@@ -115,4 +116,5 @@ class semantic_decoder(gr.basic_block):
             return
         self.decode_ms.append(meta["decode_ms"])
         meta.update({"codec": codec.name, "t_decoded": time.time()})
+        self.images_out += 1
         self.message_port_pub(pmt.intern("out"), make_pdu(meta, pixels.reshape(-1)))

@@ -87,7 +87,10 @@ class tx_top(gr.top_block):
         return (self.source.finished.is_set() and self.encoder.images_handled >= sent
                 and self.builder.frames_built >= self.encoder.fragments_out)
 
-    def flush(self, zeros=8192):
+    def flush(self, zeros=131072):
+        """Zeros after the last frame. ZMQ may drop what is still queued when the TX stops
+        (up to ZMQ_HWM messages of a buffer each), so the tail is longer than that: only
+        zeros can be lost."""
         self.tx.flusher.to_basic_block()._post(
             pmt.intern("flush"), pmt.to_pmt({"after": int(self.builder.samples_queued), "zeros": int(zeros)}))
 

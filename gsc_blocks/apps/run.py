@@ -121,7 +121,9 @@ def run_rx(args) -> int:
             break
         time.sleep(0.05)
     top.decoder.flush()
-    time.sleep(0.2)
+    drain_deadline = time.time() + 60
+    while len(top.sink.received) < top.decoder.images_out and time.time() < drain_deadline:
+        time.sleep(0.05)     # the sink still writes images the flush decoded
     top.stop()
     top.wait()
     stats = {"frames_ok": top.rx.header_decoder.frames_ok,
