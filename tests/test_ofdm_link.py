@@ -16,6 +16,31 @@ MILD_3TAP = [1.0, 0.25, 0.1j]           # ZF loss 0.09 dB
 HARSH_3TAP = [0.9, 0.35j, 0.15]         # ZF loss 2.4 dB
 
 
+def send_and_collect(tx, store, fragments, expect, timeout=20.0):
+    """Post (meta, symbols) fragments to a running TX, flush the tail, wait for `expect` RX messages."""
+    for meta, symbols in fragments:
+        tx.builder.to_basic_block()._post(pmt.intern("in"), make_pdu(meta, symbols))
+    deadline = time.time() + timeout
+    while tx.builder.frames_built < len(fragments) and time.time() < deadline:
+        time.sleep(0.01)
+    tx.flusher.to_basic_block()._post(pmt.intern("flush"),
+                                      pmt.to_pmt({"after": tx.builder.samples_queued, "zeros": 8192}))
+    while store.num_messages() < expect and time.time() < deadline:
+        time.sleep(0.02)
+    return [split_pdu(store.get_message(k)) for k in range(store.num_messages())]
+
+
+def gaussian_symbols(rng, n):
+    return ((rng.standard_normal(n) + 1j * rng.standard_normal(n)) / np.sqrt(2)).astype(np.complex64)
+
+
+def fragment_meta(image_id, n_symbols, **extra):
+    meta = dict(image_id=image_id, fragment_index=0, fragment_count=1, codec_id=1, rate_index=0, power_level=0,
+                refine_steps=0, payload_symbols=n_symbols, height=32, width=32)
+    meta.update(extra)
+    return meta
+
+
 def run_known_symbols(snr_db, cfo=0.0, taps=(1.0,), n_frames=12, n_symbols=512, seed=1, power_level=0):
     """Send n_frames of known complex Gaussian unit-power symbols; return (sent, received meta/symbols, rx)."""
     tb = gr.top_block()
@@ -26,24 +51,12 @@ def run_known_symbols(snr_db, cfo=0.0, taps=(1.0,), n_frames=12, n_symbols=512, 
     tb.connect(tx, channel, rx)
     tb.msg_connect(rx, "out", store, "store")
     rng = np.random.default_rng(seed)
-    sent = []
+    sent = [gaussian_symbols(rng, n_symbols) for _ in range(n_frames)]
     tb.start()
-    for i in range(n_frames):
-        symbols = ((rng.standard_normal(n_symbols) + 1j * rng.standard_normal(n_symbols)) / np.sqrt(2)).astype(np.complex64)
-        sent.append(symbols)
-        meta = dict(image_id=i, fragment_index=0, fragment_count=1, codec_id=1, rate_index=0, power_level=power_level,
-                    refine_steps=0, payload_symbols=n_symbols, height=32, width=32)
-        tx.builder.to_basic_block()._post(pmt.intern("in"), make_pdu(meta, symbols))
-    deadline = time.time() + 20
-    while tx.builder.frames_built < n_frames and time.time() < deadline:
-        time.sleep(0.01)
-    tx.flusher.to_basic_block()._post(pmt.intern("flush"),
-                                      pmt.to_pmt({"after": tx.builder.samples_queued, "zeros": 8192}))
-    while store.num_messages() < n_frames and time.time() < deadline:
-        time.sleep(0.02)
+    received = send_and_collect(tx, store, [(fragment_meta(i, n_symbols, power_level=power_level), symbols)
+                                            for i, symbols in enumerate(sent)], n_frames)
     tb.stop()
     tb.wait()
-    received = [split_pdu(store.get_message(k)) for k in range(store.num_messages())]
     return sent, received, rx
 
 
@@ -102,19 +115,11 @@ def test_rayleigh_fading_channel_from_gr_channels():
     tb.msg_connect(rx, "out", store, "store")
     rng = np.random.default_rng(3)
     tb.start()
-    for i in range(30):
-        symbols = ((rng.standard_normal(512) + 1j * rng.standard_normal(512)) / np.sqrt(2)).astype(np.complex64)
-        meta = dict(image_id=i, fragment_index=0, fragment_count=1, codec_id=1, rate_index=0, power_level=0,
-                    refine_steps=0, payload_symbols=512, height=32, width=32)
-        tx.builder.to_basic_block()._post(pmt.intern("in"), make_pdu(meta, symbols))
-    deadline = time.time() + 20
-    while tx.builder.frames_built < 30 and time.time() < deadline:
-        time.sleep(0.01)
-    tx.flusher.to_basic_block()._post(pmt.intern("flush"), pmt.to_pmt({"after": tx.builder.samples_queued, "zeros": 8192}))
-    time.sleep(1.0)
+    received = send_and_collect(tx, store, [(fragment_meta(i, 512), gaussian_symbols(rng, 512)) for i in range(30)], 30,
+                                timeout=10.0)
     tb.stop()
     tb.wait()
-    metas = [split_pdu(store.get_message(k))[0] for k in range(store.num_messages())]
+    metas = [meta for meta, _ in received]
     assert len(metas) >= 20                      # deep fades may cost a few frames
     estimates = np.array([m["snr_est_db"] for m in metas])
     assert estimates.std() > 0.5                 # the fade is seen frame to frame
@@ -131,24 +136,14 @@ def test_snr_trace_changes_the_noise_per_image_slot():
     tb.connect(tx, channel, rx)
     tb.msg_connect(rx, "out", store, "store")
     rng = np.random.default_rng(5)
+    fragments = [(dict(fragment_meta(slot, 2000, slot=slot), fragment_index=k, fragment_count=3),
+                  gaussian_symbols(rng, 2000)) for slot in range(len(trace)) for k in range(3)]
     tb.start()
-    for slot in range(len(trace)):
-        for fragment in range(3):
-            symbols = ((rng.standard_normal(2000) + 1j * rng.standard_normal(2000)) / np.sqrt(2)).astype(np.complex64)
-            meta = dict(image_id=slot, fragment_index=fragment, fragment_count=3, codec_id=1, rate_index=0,
-                        power_level=0, refine_steps=0, payload_symbols=2000, height=32, width=32, slot=slot)
-            tx.builder.to_basic_block()._post(pmt.intern("in"), make_pdu(meta, symbols))
-    deadline = time.time() + 20
-    while tx.builder.frames_built < 3 * len(trace) and time.time() < deadline:
-        time.sleep(0.01)
-    tx.flusher.to_basic_block()._post(pmt.intern("flush"), pmt.to_pmt({"after": tx.builder.samples_queued, "zeros": 8192}))
-    while store.num_messages() < 3 * len(trace) and time.time() < deadline:
-        time.sleep(0.02)
+    received = send_and_collect(tx, store, fragments, len(fragments))
     tb.stop()
     tb.wait()
     per_slot = {}
-    for k in range(store.num_messages()):
-        meta, _ = split_pdu(store.get_message(k))
+    for meta, _ in received:
         per_slot.setdefault(meta["image_id"], []).append(meta["snr_est_db"])
     assert sorted(per_slot) == list(range(len(trace)))
     for slot, estimates in per_slot.items():
