@@ -1,5 +1,4 @@
 """Lyapunov controller block: per-image RX reports in, encoder commands out."""
-import json
 import threading
 
 import numpy as np

@@ -1,5 +1,4 @@
 """The ONNX boundary: ORT matches torch, the card is enforced, bad models are refused clearly."""
-import json
 import shutil
 from pathlib import Path
 

@@ -1,11 +1,9 @@
 """TX and RX top blocks from a validated radio setup (see core/config.py)."""
-import numpy as np
 import pmt
 from gnuradio import blocks, gr, zeromq
 
 from ..channel import from_config as channel_from_config
 from ..image_sink import image_sink
-from ..core.controller import read_trace
 from ..image_source import image_source
 from ..lyapunov_controller import lyapunov_controller
 from ..ofdm_analog_rx import ofdm_analog_rx

@@ -6,7 +6,6 @@ files it names. A file whose SHA-256 differs from the card is refused.
 import hashlib
 import json
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -149,9 +148,3 @@ class JSCCCodec:
         latent = np.concatenate([z.real, z.imag])[None].astype(np.float32)
         out = self.decoder.run(None, {"symbols": latent, "snr_db": np.array([[snr_db]], np.float32)})[0][0]
         return np.clip(np.rint(out.transpose(1, 2, 0) * 255.0), 0, 255).astype(np.uint8)
-
-
-def timed(fn, *args):
-    start = time.perf_counter()
-    result = fn(*args)
-    return result, (time.perf_counter() - start) * 1e3
