@@ -40,9 +40,10 @@ class header_decoder(gr.basic_block):
     (the frame is then counted and reported on 'events').
     """
 
-    def __init__(self, numerology: Numerology):
+    def __init__(self, numerology: Numerology, max_payload_symbols: int = 4800):
         gr.basic_block.__init__(self, name="gsc_header_decoder", in_sig=None, out_sig=None)
         self.numerology = numerology
+        self.max_payload_symbols = int(max_payload_symbols)
         self.codec = HeaderCodec(numerology)
         self.frames_ok = 0
         self.frames_failed = 0
@@ -62,6 +63,11 @@ class header_decoder(gr.basic_block):
         header_eq = equalize(symbols[2:2 + HEADER_OFDM_SYMBOLS], channel, self.numerology, 0)
         try:
             header = self.codec.decode(header_soft_bits(header_eq))
+            if not 0 < header.payload_symbols <= self.max_payload_symbols:
+                # The demux buffers hold max_payload_symbols; a longer claim is a
+                # false detection whose CRC matched by chance.
+                raise HeaderError(f"header claims {header.payload_symbols} payload symbols, "
+                                  f"outside 1..{self.max_payload_symbols}")
         except HeaderError as err:
             self.frames_failed += 1
             self.message_port_pub(pmt.intern("header_data"), pmt.PMT_F)
@@ -89,7 +95,8 @@ class header_decoder(gr.basic_block):
 
 
 class payload_equalizer(gr.basic_block):
-    """FFT-domain payload PDU (tags: header fields, channel) -> equalized fragment PDU.
+    """Payload PDU (CP-free time-domain symbols; tags: header fields, channel, CFO) ->
+    equalized fragment PDU.
 
     Output metadata: the header fields, snr_est_db (preamble, reference power),
     snr_eff_db (AWGN-equivalent SNR of the equalized symbols incl. power level),
@@ -171,7 +178,7 @@ class ofdm_analog_rx(gr.hier_block2):
             2 + HEADER_OFDM_SYMBOLS, fft_len, cp_len, FRAME_TAG, "corr_start", True, gr.sizeof_gr_complex)
         self.connect(self, detector, hpd)
 
-        self.header_decoder = header_decoder(numerology)
+        self.header_decoder = header_decoder(numerology, max_fragment_symbols)
         self.payload_equalizer = payload_equalizer(numerology)
         max_symbols = 2 + HEADER_OFDM_SYMBOLS + numerology.payload_ofdm_symbols(max_fragment_symbols)
         # hpd copies a whole payload at once: its input must hold a frame.
