@@ -77,3 +77,12 @@ def test_closed_loop_reports_every_slot_and_lowers_power(tmp_path, samples):
     assert slots[0]["power_level"] == 0                       # full power until the first report
     assert max(s["power_level"] for s in slots[1:]) > 0       # a 25 dB channel and a low target: power drops
     assert all(abs(s["snr_db"] - 25.0) < 1.5 for s in slots)
+
+
+def test_long_run_loses_no_tail(tmp_path, samples):
+    """Megabytes in flight when the TX finishes: the TX must not close ZMQ before the RX read them."""
+    images = sorted(samples.glob("cifar_*.png")) * 40
+    out = run_link(CONFIG, images, tmp_path / "out", ["channel.snr_db=20"], timeout_s=300)
+    rows = account(out)
+    assert len(rows) == 320
+    assert [r["image_id"] for r in rows if r["status"] != "decoded"] == []

@@ -21,6 +21,8 @@ from ..core.images import ImageError, list_images
 TX_MANIFEST = "tx_manifest.jsonl"
 RX_LOG = "received.jsonl"
 DONE_FILE = "tx_done"
+SENT_FILE = "tx_sent.json"      # TX -> RX: samples that must arrive before the TX may close ZMQ
+DRAINED_FILE = "rx_drained"     # RX -> TX: they did
 
 
 def parse_overrides(pairs) -> dict:
@@ -59,7 +61,15 @@ def run_tx(args) -> int:
     top.flush()
     while not top.tx.flusher.idle and time.time() < deadline:
         time.sleep(0.02)
-    time.sleep(args.linger)   # let ZMQ hand the last samples to the receiver
+    if args.wait_rx:
+        # Closing the ZMQ socket drops whatever the receiver has not read yet (queues and
+        # TCP buffers hold megabytes), so wait until the receiver says it has the frames.
+        (out / DRAINED_FILE).unlink(missing_ok=True)
+        frames_and_idle = top.builder.samples_queued + top.builder.frames_built * top.builder.idle_zeros
+        (out / SENT_FILE).write_text(json.dumps({"samples": frames_and_idle}))
+        while not (out / DRAINED_FILE).exists() and time.time() < deadline:
+            time.sleep(0.05)
+    time.sleep(args.linger)
     top.stop()
     top.wait()
     stats = {"images_offered": len(images), "images_encoded": top.encoder.images_encoded,
@@ -109,8 +119,13 @@ def run_rx(args) -> int:
     t_start = time.time()
     top.start()
     done_file = out / DONE_FILE
+    sent_file, drained_file = out / SENT_FILE, out / DRAINED_FILE
     last_count, last_change = -1, time.time()
     while not stopping["now"] and time.time() - t_start < args.max_seconds:
+        if sent_file.exists() and not drained_file.exists():
+            expected = json.loads(sent_file.read_text())["samples"]
+            if top.radio.nitems_written(0) >= expected + RELEASE_SAMPLES:
+                drained_file.write_text(str(top.radio.nitems_written(0)))
         # Activity: samples still reaching the demux, frames, decoded images.
         count = top.rx.hpd.nitems_read(0) + top.fragments_received + len(top.sink.received)
         if count != last_count:
@@ -134,6 +149,10 @@ def run_rx(args) -> int:
     return 0
 
 
+# Zeros past the last frame that release it from the receiver's correlator and demux.
+RELEASE_SAMPLES = 32768
+
+
 class LinkError(RuntimeError):
     pass
 
@@ -152,7 +171,7 @@ def run_link(config_path, images, out_dir, overrides=(), timeout_s=600, quiet=Tr
     JSCCCodec(config["codec"]["name"], config["codec"]["models_dir"] or None)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    for name in (TX_MANIFEST, RX_LOG, DONE_FILE, "tx_stats.json", "rx_stats.json"):
+    for name in (TX_MANIFEST, RX_LOG, DONE_FILE, SENT_FILE, DRAINED_FILE, "tx_stats.json", "rx_stats.json"):
         (out / name).unlink(missing_ok=True)
     if not isinstance(images, (str, Path)):
         listing = out / "images.txt"
@@ -164,7 +183,8 @@ def run_link(config_path, images, out_dir, overrides=(), timeout_s=600, quiet=Tr
     with open(out / "rx.log", "w") as rx_log, open(out / "tx.log", "w") as tx_log:
         rx = subprocess.Popen([python, "-m", "gsc_blocks.apps.run", "rx"] + common, stdout=rx_log,
                               stderr=subprocess.STDOUT, env=env)
-        tx = subprocess.Popen([python, "-m", "gsc_blocks.apps.run", "tx"] + common + ["--images", str(images)],
+        tx = subprocess.Popen([python, "-m", "gsc_blocks.apps.run", "tx"] + common
+                              + ["--images", str(images), "--wait-rx"],
                               stdout=tx_log, stderr=subprocess.STDOUT, env=env)
         try:
             tx_rc = tx.wait(timeout=timeout_s)
@@ -200,6 +220,8 @@ def main(argv=None) -> int:
             q.add_argument("--interval", type=float, default=0.0, help="seconds between images")
             q.add_argument("--start-delay", type=float, default=0.5, help="seconds before the first image")
             q.add_argument("--linger", type=float, default=0.5, help="seconds to keep the link up after the flush")
+            q.add_argument("--wait-rx", action="store_true",
+                           help="after the flush, wait until an RX sharing --out confirms it read every frame")
         else:
             q.add_argument("--manifest", default="", help="TX manifest JSONL (default OUT/tx_manifest.jsonl)")
             q.add_argument("--no-metrics", action="store_true", help="do not compare with originals")
