@@ -20,6 +20,8 @@ class lyapunov_controller(gr.basic_block):
         V: energy weight; larger V saves more energy at the cost of constraint slack.
         delay_target_ms, psnr_target_db: the long-term average constraints.
         power_levels: transmit power levels allowed (2 dB per level below full power).
+        loss_snr_db, lost_quality_db, lost_delay_ms: below this effective SNR an image is
+            expected lost, costing that quality and delay.
         policy: lyapunov, fixed (always fixed_power_level) or greedy (cheapest action
             expected to meet both targets at the reported SNR).
     Message ports: report in (an image sink's report: snr_est_db at reference
@@ -32,13 +34,15 @@ class lyapunov_controller(gr.basic_block):
     """
 
     def __init__(self, calibration, V=1e4, delay_target_ms=50.0, psnr_target_db=25.0, power_levels=(0, 1, 2, 3, 4),
-                 policy="lyapunov", fixed_power_level=0, initial_snr_db=10.0):
+                 policy="lyapunov", fixed_power_level=0, initial_snr_db=10.0, loss_snr_db=-1.0,
+                 lost_quality_db=11.0, lost_delay_ms=1000.0):
         gr.basic_block.__init__(self, name="gsc_lyapunov_controller", in_sig=None, out_sig=None)
         if policy not in POLICIES:
             raise ValueError(f"policy {policy!r}: expected one of {', '.join(POLICIES)}")
         table = CalibrationTable.load(calibration) if not isinstance(calibration, CalibrationTable) else calibration
         self.table = table
-        self.model = CostModel(table)
+        self.model = CostModel(table, loss_snr_db=float(loss_snr_db), lost_quality_db=float(lost_quality_db),
+                               lost_delay_ms=float(lost_delay_ms))
         actions = table.actions(list(power_levels))
         self.core = LyapunovController(self.model, actions, float(V), float(delay_target_ms), float(psnr_target_db))
         self.policy = policy

@@ -44,7 +44,7 @@ def test_power_level_lowers_energy_and_effective_snr():
 
 def test_lyapunov_meets_targets_with_less_energy_than_fixed_max():
     trace = jakes_snr_trace(2000, 12.0, 0.01, seed=1)
-    model = CostModel(TABLE)
+    model = CostModel(TABLE, loss_snr_db=-100.0)      # the table alone: no radio losses
     actions = TABLE.actions(power_levels=range(8))
     q_target, d_target = 25.0, 5.0
     ctrl = LyapunovController(model, actions, V=2e4, delay_target_ms=d_target, quality_target_db=q_target)
@@ -61,7 +61,7 @@ def test_lyapunov_meets_targets_with_less_energy_than_fixed_max():
 
 def test_larger_v_trades_quality_slack_for_energy():
     trace = jakes_snr_trace(1500, 12.0, 0.01, seed=2)
-    model = CostModel(TABLE)
+    model = CostModel(TABLE, loss_snr_db=-100.0)
     actions = TABLE.actions(power_levels=range(8))
     results = []
     for V in (1e3, 1e4, 1e5):
@@ -117,3 +117,11 @@ def test_controller_block_turns_reports_into_encoder_commands(tmp_path):
     assert got[0]["power_level"] == 7                 # no quality debt: the least energy
     assert got[3]["power_level"] < 7                  # debt in the Y queue buys power back
     assert pmt.to_python(states.get_message(0))["Y"] == 0.0 and pmt.to_python(states.get_message(3))["Y"] == 15.0
+
+
+def test_cost_model_expects_loss_below_the_loss_snr():
+    model = CostModel(TABLE, loss_snr_db=-1.0, lost_quality_db=11.0, lost_delay_ms=1000.0)
+    lost = model.costs(Action(0, 7, 0), 10.0)          # 10 - 14 dB = -4 dB effective
+    assert lost.quality_db == 11.0 and lost.delay_ms == 1000.0
+    kept = model.costs(Action(0, 5, 0), 10.0)          # 0 dB effective
+    assert kept.quality_db == TABLE.quality(0, 0, 0.0) and kept.delay_ms < 10

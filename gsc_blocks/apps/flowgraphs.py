@@ -56,7 +56,8 @@ class tx_top(gr.top_block):
         if ctrl["enabled"]:
             self.controller = lyapunov_controller(
                 ctrl["calibration"], ctrl["V"], ctrl["delay_target_ms"], ctrl["psnr_target_db"], ctrl["power_levels"],
-                ctrl["policy"], ctrl["fixed_power_level"], config["channel"]["snr_db"])
+                ctrl["policy"], ctrl["fixed_power_level"], config["channel"]["snr_db"], ctrl["loss_snr_db"],
+                ctrl["lost_quality_db"], ctrl["slot_timeout_s"] * 1e3)
             self.encoder.handle_control(pmt.to_pmt(self.controller.initial_command()))
             self.reports = zeromq.sub_msg_source(ctrl["report_address"], ZMQ_TIMEOUT_MS, False)
             self.msg_connect(self.reports, "out", self.controller, "report")

@@ -171,7 +171,8 @@ def run_link(config_path, images, out_dir, overrides=(), timeout_s=600, quiet=Tr
     JSCCCodec(config["codec"]["name"], config["codec"]["models_dir"] or None)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    for name in (TX_MANIFEST, RX_LOG, DONE_FILE, SENT_FILE, DRAINED_FILE, "tx_stats.json", "rx_stats.json"):
+    for name in (TX_MANIFEST, RX_LOG, DONE_FILE, SENT_FILE, DRAINED_FILE, "tx_stats.json", "rx_stats.json",
+                 "tx_controller.jsonl"):
         (out / name).unlink(missing_ok=True)
     if not isinstance(images, (str, Path)):
         listing = out / "images.txt"

@@ -78,9 +78,19 @@ class SlotCosts:
 
 @dataclass
 class CostModel:
+    """Energy, delay and expected quality of an action at a given SNR.
+
+    The calibration table is measured on an ideal channel; over the radio an image
+    whose effective SNR is below loss_snr_db is lost (frames not detected or headers
+    failing), which costs lost_quality_db and the slot timeout. Without that the
+    controller would save power in deep fades and lose the images.
+    """
     table: CalibrationTable
     symbol_rate: float = 1e6 * 48 / 80     # data carriers per second at 1 MS/s, fft 64 + cp 16
     overhead_symbols: int = 13 * 48        # preamble, header and guard per image, in data-symbol slots
+    loss_snr_db: float = -1.0
+    lost_quality_db: float = 11.0
+    lost_delay_ms: float = 1000.0
 
     def airtime_s(self, action: Action) -> float:
         return (self.table.symbols(action.rate_index) + self.overhead_symbols) / self.symbol_rate
@@ -88,10 +98,12 @@ class CostModel:
     def costs(self, action: Action, snr_db: float) -> SlotCosts:
         airtime = self.airtime_s(action)
         gain = power_gain(action.power_level)
+        effective_snr = snr_db + 10 * np.log10(gain)
+        if effective_snr < self.loss_snr_db:
+            return SlotCosts(energy=gain * airtime, delay_ms=self.lost_delay_ms, quality_db=self.lost_quality_db)
         return SlotCosts(energy=gain * airtime,
                          delay_ms=airtime * 1e3 + self.table.decode_ms(action.rate_index, action.refine_steps),
-                         quality_db=self.table.quality(action.rate_index, action.refine_steps,
-                                                       snr_db + 10 * np.log10(gain)))
+                         quality_db=self.table.quality(action.rate_index, action.refine_steps, effective_snr))
 
 
 @dataclass
