@@ -12,6 +12,7 @@ encoder's complex symbols straight on the data carriers: never sliced.
 """
 import ctypes
 from dataclasses import dataclass, fields
+from functools import cached_property
 
 import numpy as np
 from gnuradio import digital, fec
@@ -57,14 +58,22 @@ class Numerology:
     def pilot_bins(self) -> np.ndarray:
         return self.bins(self.pilot_carriers)
 
-    @property
+    @cached_property
     def sync_words(self):
-        """(sync1, sync2) as centred fft_len vectors, identical to gr-digital's ofdm_tx."""
-        occ, pil = (tuple(self.occupied_carriers),), (tuple(self.pilot_carriers),)
-        return (np.asarray(ofdm_txrx._make_sync_word1(self.fft_len, occ, pil), dtype=np.complex64),
-                np.asarray(ofdm_txrx._make_sync_word2(self.fft_len, occ, pil), dtype=np.complex64))
+        """(sync1, sync2) as centred fft_len vectors, identical to gr-digital's ofdm_tx.
 
-    @property
+        Computed once: gr-digital's helpers reseed numpy's global RNG, so the state
+        is saved and restored around them.
+        """
+        occ, pil = (tuple(self.occupied_carriers),), (tuple(self.pilot_carriers),)
+        state = np.random.get_state()
+        try:
+            return (np.asarray(ofdm_txrx._make_sync_word1(self.fft_len, occ, pil), dtype=np.complex64),
+                    np.asarray(ofdm_txrx._make_sync_word2(self.fft_len, occ, pil), dtype=np.complex64))
+        finally:
+            np.random.set_state(state)
+
+    @cached_property
     def pilot_symbols(self) -> np.ndarray:
         """[n_cycle, n_pilots] pilot values; symbol i after the sync words uses row i % n_cycle."""
         seq = np.asarray(ofdm_txrx._pilot_sym_scramble_seq, dtype=np.float32)
