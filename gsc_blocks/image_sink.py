@@ -57,6 +57,7 @@ class image_sink(gr.basic_block):
         image_id = int(meta["image_id"])
         record = {k: (float(v) if isinstance(v, (np.floating, float)) else v) for k, v in meta.items()
                   if isinstance(v, (int, float, str, np.integer, np.floating))}
+        record["fragments_missing"] = [int(i) for i in meta.get("fragments_missing", [])]
         if self.manifest and image_id not in self.references:
             self.references = read_manifest(self.manifest)   # the TX appends as it goes
         reference = self.references.get(image_id)

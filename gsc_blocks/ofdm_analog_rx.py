@@ -12,6 +12,7 @@ from .core.ofdm_analog import (ChannelEstimate, decision_directed_refinement, eq
 from .pdu_util import make_pdu, split_pdu
 
 FRAME_TAG = "frame_len"
+DETECT_BLOCKS = 4   # FFT-filter blocks per corr_est_cc decision
 
 
 def _td_pdu_chain(hier, source, fft_len, max_symbols, fixed_symbols=None):
@@ -152,14 +153,18 @@ class ofdm_analog_rx(gr.hier_block2):
         occupied_carriers: data carriers (signed indices, DC excluded).
         pilot_carriers: pilot carriers (signed indices).
         max_fragment_symbols: largest payload per frame; sizes the stream buffers.
-        detect_threshold: corr_est_cc dynamic threshold; a correlation peak must exceed
-            -ln(1 - threshold) times the mean correlation power.
+        detect_threshold: corr_est_cc dynamic threshold; two adjacent correlation samples
+            must exceed 4 * -ln(1 - threshold) times the mean correlation power of the
+            samples around them (36.8 at 0.9999). The mean includes the analog payload,
+            whose power varies from fragment to fragment (up to about 3x the preamble's
+            for JSCC latents): 0.99999 (46x) missed frames after loud fragments; 0.999
+            lets the preamble's 12 % sidelobes through as header CRC failures.
     Message ports: out (fragments), events (lost headers), snr (one-float PDU per
     frame: the preamble SNR estimate, for a QT GUI time sink).
     """
 
     def __init__(self, fft_len=64, cp_len=16, occupied_carriers=None, pilot_carriers=None,
-                 detect_threshold=0.99999, max_fragment_symbols=4800):
+                 detect_threshold=0.9999, max_fragment_symbols=4800):
         gr.hier_block2.__init__(self, "gsc_ofdm_analog_rx",
                                 gr.io_signature(1, 1, gr.sizeof_gr_complex), gr.io_signature(0, 0, 0))
         self.message_port_register_hier_out("out")
@@ -172,8 +177,12 @@ class ofdm_analog_rx(gr.hier_block2):
             kwargs["pilot_carriers"] = tuple(pilot_carriers)
         self.numerology = numerology = Numerology(fft_len=fft_len, cp_len=cp_len, **kwargs)
 
-        detector = digital.corr_est_cc(preamble_waveform(numerology).tolist(), 1.0, 0,
-                                       detect_threshold, digital.THRESHOLD_DYNAMIC)
+        self.detector = detector = digital.corr_est_cc(preamble_waveform(numerology).tolist(), 1.0, 0,
+                                                       detect_threshold, digital.THRESHOLD_DYNAMIC)
+        # corr_est_cc's dynamic threshold scales the mean correlation power of one
+        # work() call; decide over several FFT-filter blocks so a call that ends
+        # next to a peak does not raise its own threshold.
+        detector.set_output_multiple(DETECT_BLOCKS * detector.output_multiple())
         self.hpd = hpd = digital.header_payload_demux(
             2 + HEADER_OFDM_SYMBOLS, fft_len, cp_len, FRAME_TAG, "corr_start", True, gr.sizeof_gr_complex)
         self.connect(self, detector, hpd)

@@ -29,7 +29,7 @@ SCHEMA = {
         "amplitude": {**_num(1e-4, 1.0), "default": 0.1, "doc": "RMS amplitude of the TX samples at full power"},
         "max_fragment_symbols": {**_num(48, 16383, True), "default": 4800,
                                  "doc": "complex payload symbols per frame; larger images are fragmented"},
-        "detect_threshold": {**_num(0.5, 0.99999999), "default": 0.99999,
+        "detect_threshold": {**_num(0.5, 0.99999999), "default": 0.9999,
                              "doc": "corr_est_cc dynamic threshold for frame detection"},
         "guard_symbols": {**_num(1, 64, True), "default": 1, "doc": "OFDM symbols closing each frame"},
     },

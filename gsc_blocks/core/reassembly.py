@@ -77,6 +77,7 @@ class Reassembler:
                 parts.append(np.zeros(size, np.complex64))
         meta["fragments_received"] = len(image.fragments)
         meta["fragments_lost"] = meta["fragment_count"] - len(image.fragments)
+        meta["fragments_missing"] = [i for i in range(meta["fragment_count"]) if i not in image.fragments]
         mean_noise = float(np.mean(np.concatenate(noises))) if noises else 1.0
         meta["snr_eff_db"] = float(-10 * np.log10(mean_noise))
         frames = meta.pop("snr_est_db_frames")

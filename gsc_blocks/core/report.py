@@ -55,7 +55,9 @@ def account(out_dir) -> list[dict]:
                     row["metric_error"] = str(err)
             row.update(psnr_db=rx.get("psnr_db"), ms_ssim=rx.get("ms_ssim"))
             if row["fragments_lost"]:
-                row["note"] = f"{row['fragments_lost']} of {row['fragment_count']} fragments lost, decoded as erasures"
+                row["fragments_missing"] = rx.get("fragments_missing", [])
+                row["note"] = (f"{row['fragments_lost']} of {row['fragment_count']} fragments lost "
+                               f"(index {', '.join(map(str, row['fragments_missing']))}), decoded as erasures")
             if "t_sent" in item and "t_decoded" in rx:
                 row["latency_ms"] = (rx["t_decoded"] - item["t_sent"]) * 1e3
             if "t_first_fragment" in rx and "t_decoded" in rx:
