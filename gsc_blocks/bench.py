@@ -8,7 +8,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .apps.run import run_link
-from .core.codec import JSCCCodec
+from .core.codec import CodecError, make_codec
 from .core.images import load_image
 from .core.metrics import ms_ssim, psnr_db
 from .core.report import account, summarize
@@ -26,22 +26,40 @@ def cifar_test_images(data_dir, count):
     return files[:count]
 
 
-def ideal_awgn_point(codec: JSCCCodec, images, snr_db: float, seed: int = 0) -> dict:
-    """Encoder -> complex AWGN at snr_db on unit-power symbols -> decoder told the true SNR."""
+def _lost_scores(original, mean_image):
+    """A lost image counts as the dataset's mean image, as the papers do."""
+    return psnr_db(original, mean_image), ms_ssim(original, mean_image)
+
+
+def ideal_awgn_point(codec, images, snr_db: float, mean_image=None, rate_index: int = 0, seed: int = 0) -> dict:
+    """Encoder -> complex AWGN at snr_db on unit-power symbols -> decoder told the true SNR.
+    An image the codec refuses (byte budget) or cannot decode (CRC) is lost."""
     rng = np.random.default_rng(seed)
-    psnrs, ssims = [], []
+    psnrs, ssims, lost, sources = [], [], 0, {}
     for image in images:
-        symbols = codec.encode(image, snr_db)
-        noise = (rng.standard_normal(symbols.size) + 1j * rng.standard_normal(symbols.size)) \
-            * np.sqrt(10 ** (-snr_db / 10) / 2)
-        decoded = codec.decode((symbols + noise).astype(np.complex64), *image.shape[:2], snr_db)
-        psnrs.append(psnr_db(image, decoded))
-        ssims.append(ms_ssim(image, decoded))
-    return {"psnr_db": float(np.mean(psnrs)), "ms_ssim": float(np.mean(ssims)), "lost": 0}
+        try:
+            symbols = codec.encode(image, snr_db, rate_index)
+            sources[getattr(codec, "last_source_codec", None)] = sources.get(
+                getattr(codec, "last_source_codec", None), 0) + 1
+            noise = (rng.standard_normal(symbols.size) + 1j * rng.standard_normal(symbols.size)) \
+                * np.sqrt(10 ** (-snr_db / 10) / 2)
+            decoded = codec.decode((symbols + noise).astype(np.complex64), *image.shape[:2], snr_db, rate_index)
+            psnrs.append(psnr_db(image, decoded))
+            ssims.append(ms_ssim(image, decoded))
+        except (ValueError, CodecError):
+            lost += 1
+            p, m = _lost_scores(image, mean_image)
+            psnrs.append(p)
+            ssims.append(m)
+    point = {"psnr_db": float(np.mean(psnrs)), "ms_ssim": float(np.mean(ssims)), "lost": lost}
+    if None not in sources:
+        point["source_codec"] = ",".join(f"{k}:{v}" for k, v in sorted(sources.items())) or "none (budget)"
+    return point
 
 
-def ofdm_zmq_point(config, files, snr_db, out_dir, mean_image) -> tuple[dict, dict]:
-    out = run_link(config, files, out_dir, [f"channel.snr_db={snr_db}", f"codec.encoder_snr_db={snr_db}"])
+def ofdm_zmq_point(config, files, snr_db, out_dir, mean_image, overrides=()) -> tuple[dict, dict]:
+    out = run_link(config, files, out_dir, [f"channel.snr_db={snr_db}", f"codec.encoder_snr_db={snr_db}",
+                                            *overrides])
     rows = account(out)
     summary = summarize(rows, out)
     psnrs, ssims = [], []
@@ -49,39 +67,85 @@ def ofdm_zmq_point(config, files, snr_db, out_dir, mean_image) -> tuple[dict, di
         if row["status"] == "decoded" and row.get("psnr_db") is not None:
             psnrs.append(row["psnr_db"])
             ssims.append(row["ms_ssim"])
-        else:   # a lost image counts as the dataset's mean image, as the papers do
-            original = load_image(row["path"])
-            psnrs.append(psnr_db(original, mean_image))
-            ssims.append(ms_ssim(original, mean_image))
+        else:
+            p, m = _lost_scores(load_image(row["path"]), mean_image)
+            psnrs.append(p)
+            ssims.append(m)
     point = {"psnr_db": float(np.mean(psnrs)), "ms_ssim": float(np.mean(ssims)),
              "snr_est_db": summary.get("snr_est_db"), "lost": summary["lost"],
              "fragments_lost": summary["fragments_lost"]}
     return point, summary
 
 
+def oracle_mcs(codec, images, snr_db, mean_image, n_probe=100) -> int:
+    """The MCS with the best mean PSNR on the ideal AWGN channel (first n_probe images)."""
+    from .core.separation import MCS_TABLE
+    probe = images[:n_probe]
+    scores = [ideal_awgn_point(codec, probe, snr_db, mean_image, index)["psnr_db"] for index in range(len(MCS_TABLE))]
+    return int(np.argmax(scores))
+
+
+def _series(codec_names, mcs_policies):
+    """(codec name, MCS policy or None) per curve."""
+    for name in codec_names:
+        if name.startswith("separation"):
+            for policy in mcs_policies:
+                yield name, policy
+        else:
+            yield name, None
+
+
 def bench_link(codec_name="deepjscc", snrs=(0, 5, 10, 15, 20), n_images=200, data_dir=None,
-               config="radio_config/zmq_loopback.yaml", json_path=None, plot_path=None, work_dir="out/bench_link"):
+               config="radio_config/zmq_loopback.yaml", json_path=None, plot_path=None, work_dir="out/bench_link",
+               mcs="oracle"):
+    """codec_name: one codec or several, comma-separated ('deepjscc,separation').
+    mcs (separation only): 'oracle' (best MCS per SNR on the ideal channel), an MCS name or
+    index, or several comma-separated, each its own curve."""
+    from .core.separation import MCS_TABLE, mcs_index
     data_dir = Path(data_dir or DEFAULT_DATA)
     files = cifar_test_images(data_dir, n_images)
     images = [load_image(f) for f in files]
     mean_image = np.rint(np.mean(images, axis=0)).astype(np.uint8)
-    codec = JSCCCodec(codec_name)
-    result = {"codec": codec_name, "cbr": codec.cbr, "dataset": f"CIFAR-10 test (first {len(files)} images)",
-              "n_images": len(files), "points": [],
+    names = [n.strip() for n in codec_name.split(",") if n.strip()]
+    policies = [m.strip() for m in str(mcs).split(",") if m.strip()]
+    for policy in policies:
+        if policy != "oracle":
+            try:
+                mcs_index(policy)           # a bad name stops here, before any run
+            except ValueError as err:
+                raise CodecError(f"--mcs: {err}") from None
+    codecs = {name: make_codec(name) for name in names}
+    series = list(_series(names, policies))
+    result = {"codec": codec_name, "cbr": codecs[names[0]].cbr,
+              "dataset": f"CIFAR-10 test (first {len(files)} images)", "n_images": len(files), "points": [],
               "notes": "ofdm_zmq: TX and RX as two processes over ZMQ on 127.0.0.1, gr-channels AWGN at the "
                        "per-carrier SNR; snr_est_db is the receiver's preamble estimate; a lost image counts "
-                       "as the dataset mean image in psnr_db/ms_ssim"}
+                       "as the dataset mean image in psnr_db/ms_ssim; separation: mcs 'oracle' picks the MCS "
+                       "with the best PSNR on the ideal channel over the first 100 images at each SNR"}
     summaries = []
-    bar = tqdm(total=2 * len(snrs), desc="bench link", unit="point")
+    bar = tqdm(total=2 * len(snrs) * len(series), desc="bench link", unit="point")
     for snr in snrs:
-        point = ideal_awgn_point(codec, images, float(snr))
-        result["points"].append({"snr_db": float(snr), "channel": "awgn_ideal", **point})
-        bar.update()
-        point, summary = ofdm_zmq_point(config, files, float(snr), Path(work_dir) / f"snr{snr}", mean_image)
-        result["points"].append({"snr_db": float(snr), "channel": "ofdm_zmq", **point})
-        summaries.append(summary)
-        bar.set_postfix(snr=snr, psnr=f"{point['psnr_db']:.2f}")
-        bar.update()
+        for name, policy in series:
+            codec = codecs[name]
+            extra, overrides, rate = {"codec": name}, [f"codec.name={name}"], 0
+            if policy is not None:
+                rate = oracle_mcs(codec, images, float(snr), mean_image) if policy == "oracle" else mcs_index(policy)
+                h, w = images[0].shape[:2]
+                extra.update(mcs=MCS_TABLE[rate].name, mcs_policy=policy,
+                             payload_bytes=codec.payload_bytes(h, w, rate))
+                overrides.append(f"codec.rate_index={rate}")
+            point = ideal_awgn_point(codec, images, float(snr), mean_image, rate)
+            result["points"].append({"snr_db": float(snr), "channel": "awgn_ideal", **extra, **point})
+            bar.update()
+            tag = name if policy is None else f"{name}_{policy.replace('/', '')}"
+            point, summary = ofdm_zmq_point(config, files, float(snr), Path(work_dir) / tag / f"snr{snr}",
+                                            mean_image, overrides)
+            if "source_codec" in result["points"][-1]:
+                point["source_codec"] = result["points"][-1]["source_codec"]
+            result["points"].append({"snr_db": float(snr), "channel": "ofdm_zmq", **extra, **point})
+            summaries.append(summary)
+            bar.set_postfix(snr=snr, codec=tag, psnr=f"{point['psnr_db']:.2f}")
+            bar.update()
     bar.close()
     seconds = sum(s.get("link_seconds", 0) for s in summaries)
     lat = [s for s in summaries if "rx_latency_ms_p50" in s]
@@ -103,22 +167,32 @@ def bench_link(codec_name="deepjscc", snrs=(0, 5, 10, 15, 20), n_images=200, dat
     return result
 
 
+def _curve_label(p):
+    label = p.get("codec", "")
+    if p.get("mcs_policy"):
+        label += f" ({p['mcs_policy']})"
+    return f"{label} {p['channel']}".strip()
+
+
 def plot_link(result, path):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
-    for channel, style in (("awgn_ideal", "o--"), ("ofdm_zmq", "s-")):
-        pts = [p for p in result["points"] if p["channel"] == channel]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    curves = {}
+    for p in result["points"]:
+        curves.setdefault(_curve_label(p), []).append(p)
+    for label, pts in curves.items():
+        style = "o--" if pts[0]["channel"] == "awgn_ideal" else "s-"
         snr = [p["snr_db"] for p in pts]
-        axes[0].plot(snr, [p["psnr_db"] for p in pts], style, label=channel)
-        axes[1].plot(snr, [p["ms_ssim"] for p in pts], style, label=channel)
+        axes[0].plot(snr, [p["psnr_db"] for p in pts], style, label=label)
+        axes[1].plot(snr, [p["ms_ssim"] for p in pts], style, label=label)
     axes[0].set_ylabel("PSNR (dB)")
     axes[1].set_ylabel("MS-SSIM")
     for ax in axes:
         ax.set_xlabel("SNR (dB)")
         ax.grid(alpha=0.3)
-        ax.legend()
+    axes[0].legend(fontsize=7)
     fig.suptitle(f"{result['codec']} (CBR {result['cbr']:.3f}), {result['dataset']}", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -126,10 +200,13 @@ def plot_link(result, path):
 
 
 def format_link_table(result) -> str:
-    lines = ["| SNR (dB) | channel | PSNR (dB) | MS-SSIM | SNR est (dB) | lost |", "| --- | --- | --- | --- | --- | --- |"]
+    lines = ["| SNR (dB) | codec | channel | MCS | PSNR (dB) | MS-SSIM | SNR est (dB) | lost |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for p in result["points"]:
         est = f"{p['snr_est_db']:.2f}" if p.get("snr_est_db") is not None else "-"
-        lines.append(f"| {p['snr_db']:.0f} | {p['channel']} | {p['psnr_db']:.2f} | {p['ms_ssim']:.4f} | {est} | {p['lost']} |")
+        mcs = f"{p['mcs']} ({p['mcs_policy']}, {p['payload_bytes']} B)" if p.get("mcs") else "-"
+        lines.append(f"| {p['snr_db']:.0f} | {p.get('codec', result['codec'])} | {p['channel']} | {mcs} | "
+                     f"{p['psnr_db']:.2f} | {p['ms_ssim']:.4f} | {est} | {p['lost']} |")
     return "\n".join(lines)
 
 
@@ -138,7 +215,7 @@ def bench_calibrate(codec_name="deepjscc", snrs=None, n_images=300, data_dir=Non
     snrs = list(snrs or np.arange(-10.0, 32.5, 2.5))
     files = cifar_test_images(Path(data_dir or DEFAULT_DATA), n_images)
     images = [load_image(f) for f in files]
-    codec = JSCCCodec(codec_name)
+    codec = make_codec(codec_name)
     psnr = [ideal_awgn_point(codec, images, float(s))["psnr_db"] for s in tqdm(snrs, desc="calibrate", unit="snr")]
     symbols = codec.encode(images[0], 10.0)
     timings = []

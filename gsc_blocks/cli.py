@@ -54,7 +54,7 @@ def cmd_bench(args) -> int:
     snrs = [float(s) for s in args.snr.split(",")]
     args.images = args.images or 200
     result = bench_link(args.codec, snrs, args.images, args.data, args.config,
-                        args.json or "out/bench_link.json", args.plot or "out/bench_link.png")
+                        args.json or "out/bench_link.json", args.plot or "out/bench_link.png", mcs=args.mcs)
     print(format_link_table(result))
     t = result["throughput"]
     print(f"throughput: {t['samples_per_s'] / 1e3:.0f} kS/s, {t['images_per_s']:.1f} images/s, "
@@ -81,7 +81,10 @@ def main(argv=None) -> int:
     t.add_argument("pytest_args", nargs=argparse.REMAINDER)
     b = sub.add_parser("bench", help="benchmarks (writes JSON and a PNG plot)")
     b.add_argument("what", choices=["link", "calibrate", "control"])
-    b.add_argument("--codec", default="deepjscc")
+    b.add_argument("--codec", default="deepjscc", help="link: one codec or several, comma-separated "
+                   "(deepjscc, separation, separation-webp|-jpeg2000|-avif)")
+    b.add_argument("--mcs", default="oracle", help="link, separation: 'oracle' (best MCS per SNR), an MCS "
+                   "name or index (e.g. 64qam-1/2), or several comma-separated, one curve each")
     b.add_argument("--snr", default="0,5,10,15,20")
     b.add_argument("--images", type=int, default=None, help="images (link 200, calibrate 300, control 2000)")
     b.add_argument("--data", default=None, help="folder holding cifar10/ (default ../shared/datasets)")

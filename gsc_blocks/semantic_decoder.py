@@ -6,7 +6,7 @@ import numpy as np
 import pmt
 from gnuradio import gr
 
-from .core.codec import CodecError, JSCCCodec, codec_name_for_id
+from .core.codec import CodecError, codec_for_id
 from .core.reassembly import Reassembler
 from .pdu_util import make_pdu, split_pdu
 
@@ -62,9 +62,9 @@ class semantic_decoder(gr.basic_block):
                 images = self.reassembler.expired(time.time())
             self._emit(images)
 
-    def codec_for(self, codec_id: int) -> JSCCCodec:
+    def codec_for(self, codec_id: int):
         if codec_id not in self.codecs:
-            self.codecs[codec_id] = JSCCCodec(codec_name_for_id(codec_id, self.models_dir), self.models_dir)
+            self.codecs[codec_id] = codec_for_id(codec_id, self.models_dir)
         return self.codecs[codec_id]
 
     def _image_symbols(self, meta) -> int:
@@ -107,7 +107,8 @@ class semantic_decoder(gr.basic_block):
         try:
             codec = self.codec_for(int(meta["codec_id"]))
             start = time.perf_counter()
-            pixels = codec.decode(image.symbols, int(meta["height"]), int(meta["width"]), image.snr_eff_db)
+            pixels = codec.decode(image.symbols, int(meta["height"]), int(meta["width"]), image.snr_eff_db,
+                                  int(meta.get("rate_index", 0)))
             meta["decode_ms"] = (time.perf_counter() - start) * 1e3
         except (CodecError, ValueError) as err:
             gr.log.error(f"gsc semantic_decoder: image {meta.get('image_id')}: {err}")

@@ -6,7 +6,7 @@ import numpy as np
 import pmt
 from gnuradio import gr
 
-from .core.codec import CodecError, JSCCCodec
+from .core.codec import CodecError, make_codec
 from .pdu_util import make_pdu, split_pdu
 
 
@@ -34,7 +34,7 @@ class semantic_encoder(gr.basic_block):
                  max_fragment_symbols=4800, models_dir=""):
         gr.basic_block.__init__(self, name="gsc_semantic_encoder", in_sig=None, out_sig=None)
         self.models_dir = models_dir or None
-        self.codec = JSCCCodec(codec, self.models_dir)
+        self.codec = make_codec(codec, self.models_dir)
         self.settings = {"rate_index": int(rate_index), "power_level": int(power_level),
                          "refine_steps": int(refine_steps), "snr_db": float(snr_db)}
         self.max_fragment_symbols = int(max_fragment_symbols)
@@ -58,7 +58,7 @@ class semantic_encoder(gr.basic_block):
         with self.lock:
             if "codec" in command and command["codec"] != self.codec.name:
                 try:
-                    self.codec = JSCCCodec(str(command["codec"]), self.models_dir)
+                    self.codec = make_codec(str(command["codec"]), self.models_dir)
                 except CodecError as err:
                     gr.log.error(f"gsc semantic_encoder: {err}")
             for key in self.settings:
@@ -95,7 +95,11 @@ class semantic_encoder(gr.basic_block):
             self._event(image_id, str(err))
             return
         start = time.perf_counter()
-        symbols = codec.encode(image, settings["snr_db"])
+        try:
+            symbols = codec.encode(image, settings["snr_db"], settings["rate_index"])
+        except (ValueError, CodecError) as err:
+            self._event(image_id, str(err))
+            return
         self.encode_ms.append((time.perf_counter() - start) * 1e3)
         parts = fragment(symbols, self.max_fragment_symbols)
         if len(parts) > 4096:

@@ -86,3 +86,19 @@ def test_long_run_loses_no_tail(tmp_path, samples):
     rows = account(out)
     assert len(rows) == 320
     assert [r["image_id"] for r in rows if r["status"] != "decoded"] == []
+
+
+def test_separation_baseline_over_the_link(tmp_path, samples):
+    """JPEG 2000/WebP/AVIF + CRC + gr-fec LDPC + QAM in the same OFDM frames: decoded at 25 dB
+    with 64-QAM; refused with the budget named when the MCS carries too few bytes."""
+    images = sorted(samples.glob("cifar_*.png"))[:3]
+    out = run_link(CONFIG, images, tmp_path / "ok", ["codec.name=separation", "codec.rate_index=7",
+                                                     "channel.snr_db=25"], timeout_s=120)
+    rows = account(out)
+    assert [r["status"] for r in rows] == ["decoded"] * 3
+    assert all(r["psnr_db"] > 20.0 for r in rows)
+    out = run_link(CONFIG, images[:1], tmp_path / "small", ["codec.name=separation", "codec.rate_index=3",
+                                                            "channel.snr_db=25"], timeout_s=120)
+    (row,) = account(out)
+    assert row["status"] == "lost"
+    assert "refused by the encoder: byte budget too small: 49 bytes" in row["reason"]

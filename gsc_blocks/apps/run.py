@@ -163,12 +163,12 @@ def run_link(config_path, images, out_dir, overrides=(), timeout_s=600, quiet=Tr
     The setup and the model are checked here first, so a bad YAML value or a
     missing/tampered model stops with one clear message before anything starts.
     """
-    from ..core.codec import JSCCCodec
+    from ..core.codec import make_codec
     config = load_config(config_path, parse_overrides(overrides))
     if config["link"] != "zmq":
         raise ConfigError(f"{config_path}: link is {config['link']!r}; the two-process runner needs link: zmq "
                           "(run the TX and RX flowgraphs on their hosts for USRPs)")
-    JSCCCodec(config["codec"]["name"], config["codec"]["models_dir"] or None)
+    make_codec(config["codec"]["name"], config["codec"]["models_dir"] or None)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     for name in (TX_MANIFEST, RX_LOG, DONE_FILE, SENT_FILE, DRAINED_FILE, "tx_stats.json", "rx_stats.json",

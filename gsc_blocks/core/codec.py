@@ -129,8 +129,8 @@ class JSCCCodec:
     def latent_shape(self, height: int, width: int) -> LatentShape:
         return LatentShape(2 * self.latent_complex, height // self.downsample, width // self.downsample)
 
-    def encode(self, image: np.ndarray, snr_db: float) -> np.ndarray:
-        """uint8 HxWx3 -> complex64 symbols with unit average power."""
+    def encode(self, image: np.ndarray, snr_db: float, rate_index: int = 0) -> np.ndarray:
+        """uint8 HxWx3 -> complex64 symbols with unit average power (one rate: rate_index unused)."""
         h, w = image.shape[:2]
         self.check_size(h, w)
         x = np.ascontiguousarray(image.transpose(2, 0, 1)[None], dtype=np.float32) / 255.0
@@ -138,7 +138,7 @@ class JSCCCodec:
         half = out.shape[0] // 2
         return (out[:half] + 1j * out[half:]).reshape(-1).astype(np.complex64)
 
-    def decode(self, symbols: np.ndarray, height: int, width: int, snr_db: float) -> np.ndarray:
+    def decode(self, symbols: np.ndarray, height: int, width: int, snr_db: float, rate_index: int = 0) -> np.ndarray:
         """complex symbols (channel, row, col order) -> uint8 HxWx3."""
         shape = self.latent_shape(height, width)
         if symbols.size != shape.n_symbols:
@@ -148,3 +148,27 @@ class JSCCCodec:
         latent = np.concatenate([z.real, z.imag])[None].astype(np.float32)
         out = self.decoder.run(None, {"symbols": latent, "snr_db": np.array([[snr_db]], np.float32)})[0][0]
         return np.clip(np.rint(out.transpose(1, 2, 0) * 255.0), 0, 255).astype(np.uint8)
+
+
+SEPARATION_PREFIX = "separation"
+
+
+def make_codec(name: str, models_dir=None):
+    """A codec by name: a learned model folder, or 'separation' ('separation-webp',
+    '-jpeg2000', '-avif' fix its source codec; plain 'separation' picks per image)."""
+    if name == SEPARATION_PREFIX or name.startswith(SEPARATION_PREFIX + "-"):
+        from .separation import SeparationCodec
+        source = name[len(SEPARATION_PREFIX) + 1:] or "best"
+        try:
+            return SeparationCodec(source)
+        except ValueError as err:
+            raise CodecError(f"codec {name!r}: {err}") from None
+    return JSCCCodec(name, models_dir)
+
+
+def codec_for_id(codec_id: int, models_dir=None):
+    """The decoder side of a header's codec id."""
+    from .separation import SEPARATION_CODEC_ID
+    if codec_id == SEPARATION_CODEC_ID:
+        return make_codec(SEPARATION_PREFIX)
+    return JSCCCodec(codec_name_for_id(codec_id, models_dir), models_dir)
