@@ -31,11 +31,20 @@ def _lost_scores(original, mean_image):
     return psnr_db(original, mean_image), ms_ssim(original, mean_image)
 
 
-def ideal_awgn_point(codec, images, snr_db: float, mean_image=None, rate_index: int = 0, seed: int = 0) -> dict:
+def _accuracy(judge, received):
+    """Top-1 accuracy of the classifier on the received images (judge = (classifier, labels))."""
+    if judge is None:
+        return {}
+    classifier, labels = judge
+    return {"accuracy": float(np.mean(classifier.predict(np.stack(received)) == labels))}
+
+
+def ideal_awgn_point(codec, images, snr_db: float, mean_image=None, rate_index: int = 0, seed: int = 0,
+                     judge=None) -> dict:
     """Encoder -> complex AWGN at snr_db on unit-power symbols -> decoder told the true SNR.
     An image the codec refuses (byte budget) or cannot decode (CRC) is lost."""
     rng = np.random.default_rng(seed)
-    psnrs, ssims, lost, sources = [], [], 0, {}
+    psnrs, ssims, lost, sources, received = [], [], 0, {}, []
     for image in images:
         try:
             symbols = codec.encode(image, snr_db, rate_index)
@@ -46,34 +55,39 @@ def ideal_awgn_point(codec, images, snr_db: float, mean_image=None, rate_index: 
             decoded = codec.decode((symbols + noise).astype(np.complex64), *image.shape[:2], snr_db, rate_index)
             psnrs.append(psnr_db(image, decoded))
             ssims.append(ms_ssim(image, decoded))
+            received.append(decoded)
         except (ValueError, CodecError):
             lost += 1
             p, m = _lost_scores(image, mean_image)
             psnrs.append(p)
             ssims.append(m)
-    point = {"psnr_db": float(np.mean(psnrs)), "ms_ssim": float(np.mean(ssims)), "lost": lost}
+            received.append(mean_image)
+    point = {"psnr_db": float(np.mean(psnrs)), "ms_ssim": float(np.mean(ssims)), "lost": lost,
+             **_accuracy(judge, received)}
     if None not in sources:
         point["source_codec"] = ",".join(f"{k}:{v}" for k, v in sorted(sources.items())) or "none (budget)"
     return point
 
 
-def ofdm_zmq_point(config, files, snr_db, out_dir, mean_image, overrides=()) -> tuple[dict, dict]:
+def ofdm_zmq_point(config, files, snr_db, out_dir, mean_image, overrides=(), judge=None) -> tuple[dict, dict]:
     out = run_link(config, files, out_dir, [f"channel.snr_db={snr_db}", f"codec.encoder_snr_db={snr_db}",
                                             *overrides])
     rows = account(out)
     summary = summarize(rows, out)
-    psnrs, ssims = [], []
+    psnrs, ssims, received = [], [], []
     for row in rows:
         if row["status"] == "decoded" and row.get("psnr_db") is not None:
             psnrs.append(row["psnr_db"])
             ssims.append(row["ms_ssim"])
+            received.append(load_image(Path(out) / row["file"]))
         else:
             p, m = _lost_scores(load_image(row["path"]), mean_image)
             psnrs.append(p)
             ssims.append(m)
+            received.append(mean_image)
     point = {"psnr_db": float(np.mean(psnrs)), "ms_ssim": float(np.mean(ssims)),
              "snr_est_db": summary.get("snr_est_db"), "lost": summary["lost"],
-             "fragments_lost": summary["fragments_lost"]}
+             "fragments_lost": summary["fragments_lost"], **_accuracy(judge, received)}
     return point, summary
 
 
@@ -115,13 +129,20 @@ def bench_link(codec_name="deepjscc", snrs=(0, 5, 10, 15, 20), n_images=200, dat
             except ValueError as err:
                 raise CodecError(f"--mcs: {err}") from None
     codecs = {name: make_codec(name) for name in names}
+    from .core.semantic import Classifier, cifar_label
+    classifier = Classifier()
+    judge = (classifier, np.array([classifier.label_index(cifar_label(f)) for f in files]))
     series = list(_series(names, policies))
     result = {"codec": codec_name, "cbr": codecs[names[0]].cbr,
               "dataset": f"CIFAR-10 test (first {len(files)} images)", "n_images": len(files), "points": [],
+              "classifier": "cifar_classifier (models/cifar_classifier/card.md)",
+              "accuracy_original": _accuracy(judge, images)["accuracy"],
               "notes": "ofdm_zmq: TX and RX as two processes over ZMQ on 127.0.0.1, gr-channels AWGN at the "
                        "per-carrier SNR; snr_est_db is the receiver's preamble estimate; a lost image counts "
                        "as the dataset mean image in psnr_db/ms_ssim; separation: mcs 'oracle' picks the MCS "
-                       "with the best PSNR on the ideal channel over the first 100 images at each SNR"}
+                       "with the best PSNR on the ideal channel over the first 100 images at each SNR; accuracy: "
+                       "top-1 of the CIFAR-10 classifier on the received images (a lost image: the mean image), "
+                       "accuracy_original: on the originals"}
     summaries = []
     bar = tqdm(total=2 * len(snrs) * len(series), desc="bench link", unit="point")
     for snr in snrs:
@@ -134,12 +155,12 @@ def bench_link(codec_name="deepjscc", snrs=(0, 5, 10, 15, 20), n_images=200, dat
                 extra.update(mcs=MCS_TABLE[rate].name, mcs_policy=policy,
                              payload_bytes=codec.payload_bytes(h, w, rate))
                 overrides.append(f"codec.rate_index={rate}")
-            point = ideal_awgn_point(codec, images, float(snr), mean_image, rate)
+            point = ideal_awgn_point(codec, images, float(snr), mean_image, rate, judge=judge)
             result["points"].append({"snr_db": float(snr), "channel": "awgn_ideal", **extra, **point})
             bar.update()
             tag = name if policy is None else f"{name}_{policy.replace('/', '')}"
             point, summary = ofdm_zmq_point(config, files, float(snr), Path(work_dir) / tag / f"snr{snr}",
-                                            mean_image, overrides)
+                                            mean_image, overrides, judge)
             if "source_codec" in result["points"][-1]:
                 point["source_codec"] = result["points"][-1]["source_codec"]
             result["points"].append({"snr_db": float(snr), "channel": "ofdm_zmq", **extra, **point})
@@ -200,13 +221,14 @@ def plot_link(result, path):
 
 
 def format_link_table(result) -> str:
-    lines = ["| SNR (dB) | codec | channel | MCS | PSNR (dB) | MS-SSIM | SNR est (dB) | lost |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = ["| SNR (dB) | codec | channel | MCS | PSNR (dB) | MS-SSIM | accuracy | SNR est (dB) | lost |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for p in result["points"]:
         est = f"{p['snr_est_db']:.2f}" if p.get("snr_est_db") is not None else "-"
         mcs = f"{p['mcs']} ({p['mcs_policy']}, {p['payload_bytes']} B)" if p.get("mcs") else "-"
         lines.append(f"| {p['snr_db']:.0f} | {p.get('codec', result['codec'])} | {p['channel']} | {mcs} | "
-                     f"{p['psnr_db']:.2f} | {p['ms_ssim']:.4f} | {est} | {p['lost']} |")
+                     f"{p['psnr_db']:.2f} | {p['ms_ssim']:.4f} | {p.get('accuracy', float('nan')):.3f} | {est} | "
+                     f"{p['lost']} |")
     return "\n".join(lines)
 
 

@@ -54,6 +54,12 @@ def available_models(models_dir=None) -> list[str]:
     return sorted(names)
 
 
+def available_codecs(models_dir=None) -> list[str]:
+    """Learned codecs (cards with a codec id) and the separation baseline."""
+    names = [n for n in available_models(models_dir) if "codec_id" in load_card(n, models_dir)]
+    return names + ["separation"]
+
+
 def load_card(name: str, models_dir=None) -> dict:
     folder = find_model(name, models_dir)
     try:
@@ -110,6 +116,9 @@ class JSCCCodec:
 
     def __init__(self, name: str, models_dir=None, providers=None):
         self.card = load_card(name, models_dir)
+        if "codec_id" not in self.card:
+            raise CodecError(f"model '{name}' is a {self.card.get('kind', 'model')}, not a codec: "
+                             f"its card has no codec_id. Codecs: {', '.join(available_codecs(models_dir))}")
         self.name = name
         self.codec_id = int(self.card["codec_id"])
         self.downsample = int(self.card["downsample"])
