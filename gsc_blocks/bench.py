@@ -48,8 +48,8 @@ def ideal_awgn_point(codec, images, snr_db: float, mean_image=None, rate_index: 
     for image in images:
         try:
             symbols = codec.encode(image, snr_db, rate_index)
-            sources[getattr(codec, "last_source_codec", None)] = sources.get(
-                getattr(codec, "last_source_codec", None), 0) + 1
+            source = getattr(codec, "last_source_codec", None)
+            sources[source] = sources.get(source, 0) + 1
             noise = (rng.standard_normal(symbols.size) + 1j * rng.standard_normal(symbols.size)) \
                 * np.sqrt(10 ** (-snr_db / 10) / 2)
             decoded = codec.decode((symbols + noise).astype(np.complex64), *image.shape[:2], snr_db, rate_index)

@@ -57,7 +57,7 @@ def available_models(models_dir=None) -> list[str]:
 def available_codecs(models_dir=None) -> list[str]:
     """Learned codecs (cards with a codec id) and the separation baseline."""
     names = [n for n in available_models(models_dir) if "codec_id" in load_card(n, models_dir)]
-    return names + ["separation"]
+    return names + [SEPARATION_PREFIX]
 
 
 def load_card(name: str, models_dir=None) -> dict:

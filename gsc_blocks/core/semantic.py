@@ -3,6 +3,8 @@ on received images against the true labels (and on the originals, for scale).
 
 The classifier is models/cifar_classifier (ONNX, SHA-256 checked against its card).
 """
+from pathlib import Path
+
 import numpy as np
 
 from .codec import _verified_session, default_providers, load_card
@@ -12,7 +14,6 @@ CLASSIFIER = "cifar_classifier"
 
 class Classifier:
     def __init__(self, name: str = CLASSIFIER, models_dir=None, providers=None):
-        from pathlib import Path
         self.card = load_card(name, models_dir)
         self.classes = list(self.card["classes"])
         self.session = _verified_session(Path(self.card["_folder"]), self.card["files"]["classifier"],
@@ -37,5 +38,4 @@ class Classifier:
 
 def cifar_label(path) -> str:
     """CIFAR-10 files in shared/datasets are <index>_<class>.webp (the samples: cifar_<index>_<class>.png)."""
-    from pathlib import Path
     return Path(path).stem.rsplit("_", 1)[-1]

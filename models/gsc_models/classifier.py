@@ -21,6 +21,7 @@ from torch import nn
 from tqdm import tqdm
 
 from .data import datasets_root, load_cifar10, manifest_sha256
+from .export import sha256_file
 
 
 def block(cin, cout):
@@ -69,11 +70,6 @@ def accuracy(model, images: torch.Tensor, labels: torch.Tensor, batch=1000) -> f
     hits = sum(int((model(images[i:i + batch]).argmax(1) == labels[i:i + batch]).sum())
                for i in range(0, len(images), batch))
     return hits / len(images)
-
-
-def sha256_file(path: Path) -> str:
-    import hashlib
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def export(model, out: Path, args, log, test_acc, root):
