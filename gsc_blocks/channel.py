@@ -3,6 +3,7 @@ import numpy as np
 import pmt
 from gnuradio import channels, gr
 
+from .core.fading import block_fading_gains
 from .core.frame import Numerology
 
 
@@ -18,35 +19,65 @@ def noise_voltage(snr_db: float, amplitude: float, numerology: Numerology) -> fl
     return float(scale * np.sqrt(numerology.fft_len / 10.0 ** (snr_db / 10.0)))
 
 
-class slot_noise(gr.sync_block):
-    """AWGN whose level follows an SNR trace, one value per image slot.
+class _per_slot(gr.sync_block):
+    """Base of the blocks that change the channel per image slot.
 
     The slot comes from the 'gsc_slot' tag that ofdm_analog_tx puts on each
-    frame's first sample; samples before the first tag use slot 0. The trace is
-    the SNR at full transmit power, so a lower power level lowers the received
-    SNR as it physically would.
+    frame's first sample; samples before the first tag use slot 0; the table
+    repeats when the slots outrun it.
+    """
+
+    def __init__(self, name, table):
+        gr.sync_block.__init__(self, name=name, in_sig=[np.complex64], out_sig=[np.complex64])
+        self.table = table
+        self.slot = 0
+
+    def per_sample(self, n):
+        start = self.nitems_read(0)
+        values = np.empty(n, self.table.dtype)
+        cursor = 0
+        for tag in self.get_tags_in_window(0, 0, n, pmt.intern("gsc_slot")):
+            at = tag.offset - start
+            values[cursor:at] = self.table[self.slot % len(self.table)]
+            self.slot, cursor = int(pmt.to_python(tag.value)), at
+        values[cursor:] = self.table[self.slot % len(self.table)]
+        return values
+
+
+class slot_noise(_per_slot):
+    """AWGN whose level follows an SNR trace, one value per image slot.
+
+    The trace is the SNR at full transmit power, so a lower power level lowers
+    the received SNR as it physically would.
     """
 
     def __init__(self, snr_trace, amplitude, numerology, seed=42):
-        gr.sync_block.__init__(self, name="gsc_slot_noise", in_sig=[np.complex64], out_sig=[np.complex64])
-        self.voltages = np.array([noise_voltage(s, amplitude, numerology) for s in snr_trace], dtype=np.float32)
-        self.slot = 0
+        _per_slot.__init__(self, "gsc_slot_noise", np.array(
+            [noise_voltage(s, amplitude, numerology) for s in snr_trace], dtype=np.float32))
         self.rng = np.random.default_rng(seed)
 
     def work(self, input_items, output_items):
         x = input_items[0]
-        n = len(x)
-        start = self.nitems_read(0)
-        sigma = np.empty(n, np.float32)
-        cursor = 0
-        for tag in self.get_tags_in_window(0, 0, n, pmt.intern("gsc_slot")):
-            at = tag.offset - start
-            sigma[cursor:at] = self.voltages[self.slot % len(self.voltages)]
-            self.slot, cursor = int(pmt.to_python(tag.value)), at
-        sigma[cursor:] = self.voltages[self.slot % len(self.voltages)]
-        noise = (self.rng.standard_normal(n) + 1j * self.rng.standard_normal(n)).astype(np.complex64)
+        sigma = self.per_sample(len(x))
+        noise = (self.rng.standard_normal(len(x)) + 1j * self.rng.standard_normal(len(x))).astype(np.complex64)
         output_items[0][:] = x + noise * (sigma * np.float32(np.sqrt(0.5)))
-        return n
+        return len(x)
+
+
+class slot_fading(_per_slot):
+    """Block fading: the signal times one complex gain per image slot (block_fading_gains).
+
+    The receiver's preamble channel estimate removes the gain's phase; its
+    magnitude shows in the per-frame SNR estimate, as over a real fading link.
+    """
+
+    def __init__(self, n_slots=100000, seed=42):
+        _per_slot.__init__(self, "gsc_slot_fading", block_fading_gains(n_slots, seed))
+
+    def work(self, input_items, output_items):
+        x = input_items[0]
+        output_items[0][:] = x * self.per_sample(len(x))
+        return len(x)
 
 
 class gsc_channel(gr.hier_block2):
@@ -56,7 +87,8 @@ class gsc_channel(gr.hier_block2):
         snr_db: per-carrier SNR at full transmit power.
         cfo: carrier frequency offset in carrier spacings.
         taps: sample-spaced multipath taps (normalized here to unit energy).
-        fading: 'none', 'rayleigh' or 'rician' (gr-channels fading_model, unit mean power).
+        fading: 'none', 'rayleigh' or 'rician' (gr-channels fading_model, unit mean power),
+            or 'rayleigh_block' (one Rayleigh gain per image slot, see slot_fading).
         doppler: max Doppler frequency normalized to the sample rate.
         k_factor: Rician K.
         amplitude, fft_len, cp_len: the transmitter's settings (to place the noise).
@@ -77,7 +109,10 @@ class gsc_channel(gr.hier_block2):
         self.model = channels.channel_model(0.0 if traced else noise_voltage(snr_db, amplitude, self.numerology),
                                             cfo / fft_len, 1.0, list(taps), int(seed), not traced)
         chain = [self]
-        if fading != "none":
+        if fading == "rayleigh_block":
+            self.block_fading = slot_fading(seed=seed)
+            chain.append(self.block_fading)
+        elif fading != "none":
             chain.append(channels.fading_model(8, float(doppler), fading == "rician", float(k_factor), int(seed)))
         chain.append(self.model)
         if traced:

@@ -33,6 +33,44 @@ def _td_pdu_chain(hier, source, fft_len, max_symbols, fixed_symbols=None):
     return to_pdu
 
 
+class tag_transfer(gr.sync_block):
+    """Samples of input 0 out, with input 0's tags and input 1's `key` tags at the same offsets.
+
+    Joins the detection branch (normalized copy with corr_est_cc's tags) back to
+    the raw samples, which keep their amplitude for the analog payload.
+    """
+
+    def __init__(self, key="corr_start"):
+        gr.sync_block.__init__(self, name="gsc_tag_transfer", in_sig=[np.complex64, np.complex64],
+                               out_sig=[np.complex64])
+        self.key = pmt.intern(key)
+        self.set_tag_propagation_policy(gr.TPP_DONT)
+
+    def work(self, input_items, output_items):
+        n = len(output_items[0])
+        output_items[0][:] = input_items[0][:n]
+        for tag in self.get_tags_in_window(0, 0, n):
+            self.add_item_tag(0, tag.offset, tag.key, tag.value, tag.srcid)
+        for tag in self.get_tags_in_window(1, 0, n, self.key):
+            self.add_item_tag(0, tag.offset, tag.key, tag.value, tag.srcid)
+        return n
+
+
+def power_normalized(hier, source, window):
+    """x[n - window/2] / rms(x[n - window + 1 .. n]): the signal at unit power over a centred window,
+    built from gr-blocks; returns (normalized output block, the delay in samples)."""
+    delay = blocks.delay(gr.sizeof_gr_complex, window // 2)
+    mag2 = blocks.complex_to_mag_squared()
+    mean = blocks.moving_average_ff(window, 1.0 / window, 4096)
+    floor = blocks.add_const_ff(1e-20)
+    rms = blocks.transcendental("sqrt", "float")
+    to_complex = blocks.float_to_complex()
+    divide = blocks.divide_cc()
+    hier.connect(source, delay, (divide, 0))
+    hier.connect(source, mag2, mean, floor, rms, to_complex, (divide, 1))
+    return divide, window // 2
+
+
 class header_decoder(gr.basic_block):
     """Preamble + header symbols -> channel estimate, decoded header, hpd command.
 
@@ -177,21 +215,33 @@ class ofdm_analog_rx(gr.hier_block2):
             kwargs["pilot_carriers"] = tuple(pilot_carriers)
         self.numerology = numerology = Numerology(fft_len=fft_len, cp_len=cp_len, **kwargs)
 
-        self.detector = detector = digital.corr_est_cc(preamble_waveform(numerology).tolist(), 1.0, 0,
+        preamble = preamble_waveform(numerology)
+        self.detector = detector = digital.corr_est_cc(preamble.tolist(), 1.0, 0,
                                                        detect_threshold, digital.THRESHOLD_DYNAMIC)
         # corr_est_cc's dynamic threshold scales the mean correlation power of one
         # work() call; decide over several FFT-filter blocks so a call that ends
         # next to a peak does not raise its own threshold.
         detector.set_output_multiple(DETECT_BLOCKS * detector.output_multiple())
+        # Detect on a copy normalized to unit power over one preamble length, so a
+        # frame 10-20 dB weaker than the one before it (fading, power control) is
+        # found as surely as its neighbours; the raw samples, delayed to match, go on
+        # to the demux with the detector's tags. corr_est_cc's output lags its input
+        # by the preamble's length; the raw branch is delayed by the same total.
+        normalized, delay = power_normalized(self, self, 2 * numerology.symbol_len)
+        raw = blocks.delay(gr.sizeof_gr_complex, delay + preamble.size)
+        self.join = join = tag_transfer("corr_start")
         self.hpd = hpd = digital.header_payload_demux(
             2 + HEADER_OFDM_SYMBOLS, fft_len, cp_len, FRAME_TAG, "corr_start", True, gr.sizeof_gr_complex)
-        self.connect(self, detector, hpd)
+        self.connect(normalized, detector, (join, 1))
+        self.connect(self, raw, (join, 0))
+        self.connect(join, hpd)
 
         self.header_decoder = header_decoder(numerology, max_fragment_symbols)
         self.payload_equalizer = payload_equalizer(numerology)
         max_symbols = 2 + HEADER_OFDM_SYMBOLS + numerology.payload_ofdm_symbols(max_fragment_symbols)
         # hpd copies a whole payload at once: its input must hold a frame.
-        detector.set_min_output_buffer(2 * max_symbols * numerology.symbol_len)
+        for block in (detector, raw, join):
+            block.set_min_output_buffer(2 * max_symbols * numerology.symbol_len)
         hpd.set_min_output_buffer(0, 2 * max_symbols)
         hpd.set_min_output_buffer(1, 2 * max_symbols)
         header_pdus = _td_pdu_chain(self, (hpd, 0), fft_len, max_symbols, 2 + HEADER_OFDM_SYMBOLS)

@@ -42,12 +42,12 @@ def fragment_meta(image_id, n_symbols, **extra):
 
 
 def run_known_symbols(snr_db, cfo=0.0, taps=(1.0,), n_frames=12, n_symbols=512, seed=1, power_level=0,
-                      payload_power=1.0, **rx_args):
-    """Send n_frames of known complex Gaussian symbols (unit power unless payload_power says otherwise);
-    return (sent, received meta/symbols, rx)."""
+                      payload_power=1.0, fading="none", **rx_args):
+    """Send n_frames of known complex Gaussian symbols (unit power unless payload_power says otherwise),
+    frame i in image slot i; return (sent, received meta/symbols, rx)."""
     tb = gr.top_block()
     tx = ofdm_analog_tx(amplitude=0.1)
-    channel = gsc_channel(snr_db=snr_db, cfo=cfo, taps=list(taps), amplitude=0.1, seed=seed)
+    channel = gsc_channel(snr_db=snr_db, cfo=cfo, taps=list(taps), amplitude=0.1, seed=seed, fading=fading)
     rx = ofdm_analog_rx(**rx_args)
     store = blocks.message_debug()
     tb.connect(tx, channel, rx)
@@ -55,7 +55,7 @@ def run_known_symbols(snr_db, cfo=0.0, taps=(1.0,), n_frames=12, n_symbols=512, 
     rng = np.random.default_rng(seed)
     sent = [gaussian_symbols(rng, n_symbols) * np.float32(np.sqrt(payload_power)) for _ in range(n_frames)]
     tb.start()
-    received = send_and_collect(tx, store, [(fragment_meta(i, n_symbols, power_level=power_level), symbols)
+    received = send_and_collect(tx, store, [(fragment_meta(i, n_symbols, power_level=power_level, slot=i), symbols)
                                             for i, symbols in enumerate(sent)], n_frames)
     tb.stop()
     tb.wait()
@@ -166,3 +166,20 @@ def test_snr_estimate_is_at_reference_power_whatever_the_power_level():
     assert len(received) == 6
     assert abs(np.mean([m["snr_est_db"] for m, _ in received]) - 20.0) < 1.0
     assert abs(np.mean([m["snr_eff_db"] for m, _ in received]) - 10.0) < 1.0
+
+
+def test_rayleigh_block_fading_holds_one_gain_per_image_slot():
+    """Each frame sees its slot's gain from block_fading_gains: the receiver's SNR estimate and the
+    equalized symbols' MSE follow 20 dB + |h|^2 in dB, frame by frame; deep fades may lose a frame."""
+    from gsc_blocks.core.fading import block_fading_gains
+    n_frames, seed = 16, 5
+    fade_db = 10 * np.log10(np.abs(block_fading_gains(n_frames, seed)) ** 2)
+    sent, received, _ = run_known_symbols(20.0, n_frames=n_frames, seed=seed, fading="rayleigh_block")
+    got = {meta["image_id"]: (meta, symbols) for meta, symbols in received}
+    assert np.ptp(fade_db) > 10                          # the seed gives real fades to follow
+    assert {i for i in range(n_frames) if fade_db[i] > -12} <= set(got)
+    for i, (meta, symbols) in got.items():
+        expected = 20.0 + fade_db[i]
+        assert abs(meta["snr_est_db"] - expected) < 1.0, (i, meta["snr_est_db"], expected)
+        mse = -10 * np.log10(np.mean(np.abs(symbols - sent[i]) ** 2))
+        assert abs(mse - expected) < 1.0, (i, mse, expected)

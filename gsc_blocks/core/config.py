@@ -47,8 +47,9 @@ SCHEMA = {
         "cfo": {**_num(-0.45, 0.45), "default": 0.0, "doc": "carrier frequency offset, in carrier spacings"},
         "multipath_taps": {"type": "taps", "default": [1.0],
                            "doc": "sample-spaced FIR taps, real or [re, im]; normalized to unit energy"},
-        "fading": {"type": "choice", "choices": ["none", "rayleigh", "rician"], "default": "none",
-                   "doc": "flat fading (gr-channels fading_model) before the multipath taps"},
+        "fading": {"type": "choice", "choices": ["none", "rayleigh", "rician", "rayleigh_block"], "default": "none",
+                   "doc": "flat fading before the multipath taps: rayleigh/rician are gr-channels fading_model "
+                          "(time-varying at doppler); rayleigh_block holds one Rayleigh gain per image slot"},
         "doppler": {**_num(0.0, 0.1), "default": 1e-5, "doc": "max Doppler, normalized to the sample rate"},
         "k_factor": {**_num(0.0, 100.0), "default": 4.0, "doc": "Rician K factor"},
         "seed": {**_num(0, 2 ** 31 - 1, True), "default": 42, "doc": "noise and fading seed"},
