@@ -78,11 +78,14 @@ class tail_flusher(gr.basic_block):
     Sent after the last frame so a receiver's correlator and demux release it;
     a radio idles with zeros between bursts anyway, a ZMQ stream does not. The
     message is a dict {"after": samples, "zeros": n}: the zeros go out only once
-    'after' samples have passed, so they never land inside a frame.
+    'after' samples have passed, so they never land inside a frame. Tags move with
+    their samples (the zeros shift them, which the default propagation would not
+    follow: a channel reading gsc_slot tags would stay on the first slot).
     """
 
     def __init__(self):
         gr.basic_block.__init__(self, name="gsc_tail_flusher", in_sig=[np.complex64], out_sig=[np.complex64])
+        self.set_tag_propagation_policy(gr.TPP_DONT)
         self.pending = 0
         self.passed = 0
         self.release_after = 0
@@ -113,6 +116,9 @@ class tail_flusher(gr.basic_block):
         n = min(len(input_items[0]), len(output_items[0]))
         if n:
             output_items[0][:n] = input_items[0][:n]
+            shift = self.nitems_written(0) - self.nitems_read(0)
+            for tag in self.get_tags_in_window(0, 0, n):
+                self.add_item_tag(0, tag.offset + shift, tag.key, tag.value, tag.srcid)
             self.consume(0, n)
             self.passed += n
             return n

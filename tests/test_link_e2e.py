@@ -79,6 +79,25 @@ def test_closed_loop_reports_every_slot_and_lowers_power(tmp_path, samples):
     assert all(abs(s["snr_db"] - 25.0) < 1.5 for s in slots)
 
 
+def test_closed_loop_channel_follows_a_varying_snr_trace(tmp_path, samples):
+    """Paced sending puts idle zeros between frames; each frame's slot tag must still reach the
+    channel, so image k sees trace[k] (a constant trace cannot tell)."""
+    import json as _json
+
+    from gsc_blocks.core.controller import write_trace
+    snrs = [20.0, 5.0, 15.0, 0.0, 10.0, 20.0, 2.0, 12.0, 18.0, 6.0]
+    trace = tmp_path / "trace.csv"
+    write_trace(trace, np.array(snrs))
+    images = sorted(samples.glob("cifar_*.png")) * 2
+    out = run_link(CONFIG, images[:len(snrs)], tmp_path / "out",
+                   ["controller.enabled=true", f"channel.snr_trace={trace}", "controller.policy=fixed"],
+                   timeout_s=120)
+    slots = [_json.loads(l) for l in (out / "tx_controller.jsonl").read_text().splitlines()]
+    assert len(slots) == len(snrs) and not any(s.get("lost") for s in slots)
+    for s in slots:
+        assert abs(s["snr_est_db"] - snrs[s["image_id"]]) < 1.5, (s["image_id"], s["snr_est_db"])
+
+
 def test_long_run_loses_no_tail(tmp_path, samples):
     """Megabytes in flight when the TX finishes: the TX must not close ZMQ before the RX read them."""
     images = sorted(samples.glob("cifar_*.png")) * 40
