@@ -26,8 +26,36 @@ def cifar_test_images(data_dir, count):
     return files[:count]
 
 
+def kodak_images(data_dir, count=24):
+    folder = Path(data_dir) / "kodak"
+    files = sorted(folder.glob("kodim*.png"))
+    if not files:
+        raise FileNotFoundError(f"no Kodak images in {folder}: pass --data DIR (the folder holding kodak/, "
+                                "../shared/datasets by default)")
+    return files[:count]
+
+
+def dataset_files(dataset, data_dir, count):
+    if dataset == "cifar10":
+        return cifar_test_images(data_dir, count)
+    if dataset == "kodak":
+        return kodak_images(data_dir, count)
+    raise ValueError(f"--dataset {dataset!r}: expected cifar10 or kodak")
+
+
+def mean_image_of(images):
+    """The dataset mean image; for images of several sizes (Kodak: landscape and portrait),
+    the mean over the images of the first one's size."""
+    same = [im for im in images if im.shape == images[0].shape]
+    return np.rint(np.mean(same, axis=0)).astype(np.uint8)
+
+
 def _lost_scores(original, mean_image):
-    """A lost image counts as the dataset's mean image, as the papers do."""
+    """A lost image counts as the dataset's mean image, as the papers do (its transpose for an image
+    of the other orientation, a constant image of the mean colour for any other size)."""
+    if mean_image.shape != original.shape:
+        mean_image = mean_image.transpose(1, 0, 2) if mean_image.shape[:2] == original.shape[1::-1] else \
+            np.broadcast_to(np.rint(mean_image.mean(axis=(0, 1))).astype(np.uint8), original.shape)
     return psnr_db(original, mean_image), ms_ssim(original, mean_image)
 
 
@@ -40,19 +68,22 @@ def _accuracy(judge, received):
 
 
 def ideal_awgn_point(codec, images, snr_db: float, mean_image=None, rate_index: int = 0, seed: int = 0,
-                     judge=None) -> dict:
+                     judge=None, fade_power=None) -> dict:
     """Encoder -> complex AWGN at snr_db on unit-power symbols -> decoder told the true SNR.
-    An image the codec refuses (byte budget) or cannot decode (CRC) is lost."""
+    An image the codec refuses (byte budget) or cannot decode (CRC) is lost.
+    fade_power: |h|^2 per image (block fading): the encoder knows only snr_db, the
+    decoder gets the image's true SNR (perfect receiver CSI)."""
     rng = np.random.default_rng(seed)
     psnrs, ssims, lost, sources, received = [], [], 0, {}, []
-    for image in images:
+    for i, image in enumerate(images):
         try:
             symbols = codec.encode(image, snr_db, rate_index)
             source = getattr(codec, "last_source_codec", None)
             sources[source] = sources.get(source, 0) + 1
+            rx_snr = snr_db if fade_power is None else snr_db + 10 * np.log10(max(float(fade_power[i]), 1e-12))
             noise = (rng.standard_normal(symbols.size) + 1j * rng.standard_normal(symbols.size)) \
-                * np.sqrt(10 ** (-snr_db / 10) / 2)
-            decoded = codec.decode((symbols + noise).astype(np.complex64), *image.shape[:2], snr_db, rate_index)
+                * np.sqrt(10 ** (-rx_snr / 10) / 2)
+            decoded = codec.decode((symbols + noise).astype(np.complex64), *image.shape[:2], rx_snr, rate_index)
             psnrs.append(psnr_db(image, decoded))
             ssims.append(ms_ssim(image, decoded))
             received.append(decoded)
@@ -91,37 +122,53 @@ def ofdm_zmq_point(config, files, snr_db, out_dir, mean_image, overrides=(), jud
     return point, summary
 
 
-def oracle_mcs(codec, images, snr_db, mean_image, n_probe=100) -> int:
-    """The MCS with the best mean PSNR on the ideal AWGN channel (first n_probe images)."""
+def oracle_mcs(codec, images, snr_db, mean_image, n_probe=100, fade_power=None) -> int:
+    """The MCS with the best mean PSNR on the ideal channel (first n_probe images)."""
     from .core.separation import MCS_TABLE
     probe = images[:n_probe]
-    scores = [ideal_awgn_point(codec, probe, snr_db, mean_image, index)["psnr_db"] for index in range(len(MCS_TABLE))]
+    scores = [ideal_awgn_point(codec, probe, snr_db, mean_image, index, fade_power=fade_power)["psnr_db"]
+              for index in range(len(MCS_TABLE))]
     return int(np.argmax(scores))
 
 
-def _series(codec_names, mcs_policies):
-    """(codec name, MCS policy or None) per curve."""
-    for name in codec_names:
+def _series(codecs, mcs_policies, cbrs):
+    """(codec name, MCS policy or CBR or None) per curve: separation gets one curve per MCS
+    policy, a successive-refinement codec one per CBR (its full rate by default)."""
+    for name, codec in codecs.items():
         if name.startswith("separation"):
             for policy in mcs_policies:
                 yield name, policy
+        elif getattr(codec, "rate_count", 1) > 1 and cbrs:
+            for cbr in cbrs:
+                yield name, cbr
         else:
             yield name, None
 
 
 def bench_link(codec_name="deepjscc", snrs=(0, 5, 10, 15, 20), n_images=200, data_dir=None,
                config="radio_config/zmq_loopback.yaml", json_path=None, plot_path=None, work_dir="out/bench_link",
-               mcs="oracle"):
+               mcs="oracle", cbr=None, fading="none", dataset="cifar10"):
     """codec_name: one codec or several, comma-separated ('deepjscc,separation').
     mcs (separation only): 'oracle' (best MCS per SNR on the ideal channel), an MCS name or
-    index, or several comma-separated, each its own curve."""
+    index, or several comma-separated, each its own curve.
+    cbr (successive-refinement codecs only): CBRs like '1/24,1/12,1/6', each its own curve.
+    fading: 'none' or 'rayleigh' (block fading, one Rayleigh gain per image, the same gains
+    on the ideal channel and over the link). dataset: cifar10 (test) or kodak."""
+    from .core.config import load_config
+    from .core.fading import block_fading_gains
     from .core.separation import MCS_TABLE, mcs_index
+    if fading not in ("none", "rayleigh"):
+        raise ValueError(f"--fading {fading!r}: expected none or rayleigh")
     data_dir = Path(data_dir or DEFAULT_DATA)
-    files = cifar_test_images(data_dir, n_images)
+    files = dataset_files(dataset, data_dir, n_images)
     images = [load_image(f) for f in files]
-    mean_image = np.rint(np.mean(images, axis=0)).astype(np.uint8)
+    mean_image = mean_image_of(images)
+    fade_power = None
+    if fading == "rayleigh":
+        fade_power = np.abs(block_fading_gains(len(files), load_config(config)["channel"]["seed"])) ** 2
     names = [n.strip() for n in codec_name.split(",") if n.strip()]
     policies = [m.strip() for m in str(mcs).split(",") if m.strip()]
+    cbrs = [c.strip() for c in str(cbr or "").split(",") if c.strip()]
     for policy in policies:
         if policy != "oracle":
             try:
@@ -129,36 +176,59 @@ def bench_link(codec_name="deepjscc", snrs=(0, 5, 10, 15, 20), n_images=200, dat
             except ValueError as err:
                 raise CodecError(f"--mcs: {err}") from None
     codecs = {name: make_codec(name) for name in names}
-    from .core.semantic import Classifier, cifar_label
-    classifier = Classifier()
-    judge = (classifier, np.array([classifier.label_index(cifar_label(f)) for f in files]))
-    series = list(_series(names, policies))
-    result = {"codec": codec_name, "cbr": codecs[names[0]].cbr,
-              "dataset": f"CIFAR-10 test (first {len(files)} images)", "n_images": len(files), "points": [],
-              "classifier": "cifar_classifier (models/cifar_classifier/card.md)",
-              "accuracy_original": _accuracy(judge, images)["accuracy"],
+    for name, codec in codecs.items():
+        for c in cbrs if getattr(codec, "rate_count", 1) > 1 else []:
+            try:
+                codec.rate_index_for_cbr(c)  # a CBR the codec lacks stops here, before any run
+            except ValueError as err:
+                raise CodecError(f"--cbr: {err}") from None
+    judge, accuracy_original = None, None
+    if dataset == "cifar10":
+        from .core.semantic import Classifier, cifar_label
+        classifier = Classifier()
+        judge = (classifier, np.array([classifier.label_index(cifar_label(f)) for f in files]))
+        accuracy_original = _accuracy(judge, images)["accuracy"]
+    series = list(_series(codecs, policies, cbrs))
+    first = codecs[names[0]]
+    result = {"codec": codec_name,
+              "cbr": first.cbr_at(first.rate_index_for_cbr(cbrs[0])) if cbrs and getattr(first, "rate_count", 1) > 1 else first.cbr,
+              "dataset": f"CIFAR-10 test (first {len(files)} images)" if dataset == "cifar10"
+              else f"Kodak ({len(files)} images, 768x512 and 512x768)",
+              "n_images": len(files), "fading": fading, "points": [],
+              "classifier": "cifar_classifier (models/cifar_classifier/card.md)" if judge else None,
+              "accuracy_original": accuracy_original,
               "notes": "ofdm_zmq: TX and RX as two processes over ZMQ on 127.0.0.1, gr-channels AWGN at the "
                        "per-carrier SNR; snr_est_db is the receiver's preamble estimate; a lost image counts "
                        "as the dataset mean image in psnr_db/ms_ssim; separation: mcs 'oracle' picks the MCS "
                        "with the best PSNR on the ideal channel over the first 100 images at each SNR; accuracy: "
                        "top-1 of the CIFAR-10 classifier on the received images (a lost image: the mean image), "
-                       "accuracy_original: on the originals"}
+                       "accuracy_original: on the originals; fading rayleigh: block fading, one CN(0,1) gain per "
+                       "image (seeded by channel.seed), the encoder conditioned on the mean SNR, the decoder on "
+                       "the image's SNR (its true value on the ideal channel, the receiver's estimate over the "
+                       "link)"}
     summaries = []
     bar = tqdm(total=2 * len(snrs) * len(series), desc="bench link", unit="point")
     for snr in snrs:
         for name, policy in series:
             codec = codecs[name]
             extra, overrides, rate = {"codec": name}, [f"codec.name={name}"], 0
-            if policy is not None:
-                rate = oracle_mcs(codec, images, float(snr), mean_image) if policy == "oracle" else mcs_index(policy)
+            if fading != "none":
+                overrides.append("channel.fading=rayleigh_block")
+            if policy is not None and name.startswith("separation"):
+                rate = oracle_mcs(codec, images, float(snr), mean_image, fade_power=fade_power) \
+                    if policy == "oracle" else mcs_index(policy)
                 h, w = images[0].shape[:2]
                 extra.update(mcs=MCS_TABLE[rate].name, mcs_policy=policy,
                              payload_bytes=codec.payload_bytes(h, w, rate))
                 overrides.append(f"codec.rate_index={rate}")
-            point = ideal_awgn_point(codec, images, float(snr), mean_image, rate, judge=judge)
+            elif policy is not None:
+                rate = codec.rate_index_for_cbr(policy)
+                extra.update(cbr=codec.cbr_label(rate), rate_index=rate, groups=codec.groups_sent(rate))
+                overrides.append(f"codec.rate_index={rate}")
+            point = ideal_awgn_point(codec, images, float(snr), mean_image, rate, judge=judge, fade_power=fade_power)
             result["points"].append({"snr_db": float(snr), "channel": "awgn_ideal", **extra, **point})
             bar.update()
-            tag = name if policy is None else f"{name}_{policy.replace('/', '')}"
+            tag = name if policy is None else f"{name}_{policy.replace('/', '-')}"
             point, summary = ofdm_zmq_point(config, files, float(snr), Path(work_dir) / tag / f"snr{snr}",
                                             mean_image, overrides, judge)
             if "source_codec" in result["points"][-1]:
@@ -192,6 +262,8 @@ def _curve_label(p):
     label = p.get("codec", "")
     if p.get("mcs_policy"):
         label += f" ({p['mcs_policy']})"
+    if p.get("groups"):
+        label += f" CBR {p['cbr']}"
     return f"{label} {p['channel']}".strip()
 
 
@@ -199,7 +271,8 @@ def plot_link(result, path):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    groups = sorted({p["groups"] for p in result["points"] if p.get("groups")})
+    fig, axes = plt.subplots(1, 3 if len(groups) > 1 else 2, figsize=(15 if len(groups) > 1 else 10, 4))
     curves = {}
     for p in result["points"]:
         curves.setdefault(_curve_label(p), []).append(p)
@@ -210,46 +283,73 @@ def plot_link(result, path):
         axes[1].plot(snr, [p["ms_ssim"] for p in pts], style, label=label)
     axes[0].set_ylabel("PSNR (dB)")
     axes[1].set_ylabel("MS-SSIM")
-    for ax in axes:
+    for ax in axes[:2]:
         ax.set_xlabel("SNR (dB)")
+    if len(groups) > 1:
+        # successive refinement: PSNR against the symbol groups received, one line per SNR and channel
+        lines = {}
+        for p in result["points"]:
+            if p.get("groups"):
+                lines.setdefault((p["channel"], p["snr_db"]), []).append((p["groups"], p["psnr_db"]))
+        for (channel, snr), pts in sorted(lines.items()):
+            pts.sort()
+            axes[2].plot([g for g, _ in pts], [v for _, v in pts], "o--" if channel == "awgn_ideal" else "s-",
+                         label=f"{snr:g} dB {channel}")
+        axes[2].set_xlabel("symbol groups received")
+        axes[2].set_ylabel("PSNR (dB)")
+        axes[2].legend(fontsize=6)
+    for ax in axes:
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
-    fig.suptitle(f"{result['codec']} (CBR {result['cbr']:.3f}), {result['dataset']}", fontsize=9)
+    title = f"{result['codec']} (CBR {result['cbr']:.3f}), {result['dataset']}"
+    if result.get("fading", "none") != "none":
+        title += f", {result['fading']} block fading"
+    fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
 def format_link_table(result) -> str:
-    lines = ["| SNR (dB) | codec | channel | MCS | PSNR (dB) | MS-SSIM | accuracy | SNR est (dB) | lost |",
+    lines = ["| SNR (dB) | codec | channel | MCS or CBR | PSNR (dB) | MS-SSIM | accuracy | SNR est (dB) | lost |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for p in result["points"]:
         est = f"{p['snr_est_db']:.2f}" if p.get("snr_est_db") is not None else "-"
-        mcs = f"{p['mcs']} ({p['mcs_policy']}, {p['payload_bytes']} B)" if p.get("mcs") else "-"
+        mcs = f"{p['mcs']} ({p['mcs_policy']}, {p['payload_bytes']} B)" if p.get("mcs") else \
+            f"CBR {p['cbr']} ({p['groups']} groups)" if p.get("groups") else "-"
         lines.append(f"| {p['snr_db']:.0f} | {p.get('codec', result['codec'])} | {p['channel']} | {mcs} | "
-                     f"{p['psnr_db']:.2f} | {p['ms_ssim']:.4f} | {p.get('accuracy', float('nan')):.3f} | {est} | "
+                     f"{p['psnr_db']:.2f} | {p['ms_ssim']:.4f} | {p.get('accuracy') if p.get('accuracy') is not None else float('nan'):.3f} | {est} | "
                      f"{p['lost']} |")
     return "\n".join(lines)
 
 
 def bench_calibrate(codec_name="deepjscc", snrs=None, n_images=300, data_dir=None, out_path=None):
-    """Calibration table for the controller: ideal-AWGN PSNR per SNR and the decode time, per action."""
+    """Calibration table for the controller: ideal-AWGN PSNR per SNR and the decode time, per rate
+    (every rate index of a successive-refinement codec, the one rate of the others)."""
     snrs = list(snrs or np.arange(-10.0, 32.5, 2.5))
     files = cifar_test_images(Path(data_dir or DEFAULT_DATA), n_images)
     images = [load_image(f) for f in files]
     codec = make_codec(codec_name)
-    psnr = [ideal_awgn_point(codec, images, float(s))["psnr_db"] for s in tqdm(snrs, desc="calibrate", unit="snr")]
-    symbols = codec.encode(images[0], 10.0)
-    timings = []
-    for image in images[:50]:
-        start = time.perf_counter()
-        codec.decode(symbols, *image.shape[:2], 10.0)
-        timings.append((time.perf_counter() - start) * 1e3)
+    rate_indexes = range(getattr(codec, "rate_count", 1))
+    rates = {}
+    bar = tqdm(total=len(snrs) * len(rate_indexes), desc="calibrate", unit="point")
+    for rate in rate_indexes:
+        psnr = []
+        for s in snrs:
+            psnr.append(ideal_awgn_point(codec, images, float(s), rate_index=rate)["psnr_db"])
+            bar.update()
+        symbols = codec.encode(images[0], 10.0, rate)
+        timings = []
+        for image in images[:50]:
+            start = time.perf_counter()
+            codec.decode(symbols, *image.shape[:2], 10.0, rate)
+            timings.append((time.perf_counter() - start) * 1e3)
+        rates[str(rate)] = {"symbols": int(symbols.size),
+                            "steps": {"0": {"psnr_db": [round(v, 3) for v in psnr],
+                                            "decode_ms": round(float(np.median(timings)), 3)}}}
+    bar.close()
     table = {"codec": codec_name, "dataset": f"CIFAR-10 test, first {len(files)} images", "channel": "ideal AWGN",
-             "snr_db": [float(s) for s in snrs],
-             "rates": {"0": {"symbols": int(symbols.size),
-                             "steps": {"0": {"psnr_db": [round(v, 3) for v in psnr],
-                                             "decode_ms": round(float(np.median(timings)), 3)}}}}}
+             "snr_db": [float(s) for s in snrs], "rates": rates}
     if out_path:
         Path(out_path).write_text(json.dumps(table, indent=1) + "\n")
     return table
@@ -265,9 +365,46 @@ def _policy_summary(folder: Path, targets: dict) -> dict:
             "n_images": len(slots), "lost": int(sum(1 for s in slots if s.get("lost")))}, slots
 
 
+def model_bound(config, trace, overrides=()) -> dict:
+    """What the controller's own cost model says is possible on this trace: the clairvoyant
+    bound (every slot's SNR known in advance) and each fixed action, with the saving of the
+    one over the cheapest fixed action that meets both targets in the model (an image the
+    model expects lost costs lost_quality_db and the slot timeout as its delay)."""
+    from .apps.flowgraphs import calibration_path
+    from .apps.run import parse_overrides
+    from .core.config import load_config
+    from .core.controller import Action, CalibrationTable, CostModel, clairvoyant_bound
+    cfg = load_config(config, parse_overrides(overrides))
+    ctrl = cfg["controller"]
+    table = CalibrationTable.load(calibration_path(cfg))
+    model = CostModel(table, loss_snr_db=ctrl["loss_snr_db"], lost_quality_db=ctrl["lost_quality_db"],
+                      lost_delay_ms=ctrl["slot_timeout_s"] * 1e3)
+    actions = table.actions(ctrl["power_levels"])
+    q_target, d_target = ctrl["psnr_target_db"], ctrl["delay_target_ms"]
+    # the same 2 % tolerance the policies are judged with, in the adaptive policy's favour
+    bound = clairvoyant_bound(model, actions, trace, q_target * 0.98, d_target * 1.02)
+    fixed = {}
+    for a in actions:
+        c = [model.costs(a, float(snr)) for snr in trace]
+        fixed[f"rate{a.rate_index}_power{a.power_level}_steps{a.refine_steps}"] = {
+            "energy_per_image": float(np.mean([x.energy for x in c])),
+            "avg_psnr_db": float(np.mean([x.quality_db for x in c])),
+            "avg_delay_ms": float(np.mean([x.delay_ms for x in c]))}
+    meeting = {k: v for k, v in fixed.items() if v["avg_psnr_db"] >= q_target * 0.98
+               and v["avg_delay_ms"] <= max(d_target * 1.02, bound.get("delay_floor_ms", 0.0))}
+    out = {"calibration": calibration_path(cfg), "clairvoyant_bound": bound, "fixed_actions": fixed}
+    if meeting and bound.get("feasible"):
+        name = min(meeting, key=lambda k: meeting[k]["energy_per_image"])
+        out["cheapest_fixed_meeting_targets"] = name
+        out["bound_saving_vs_cheapest_fixed"] = 1 - bound["energy_per_image"] / meeting[name]["energy_per_image"]
+    return out
+
+
 def bench_control(trace_path=None, n_images=2000, V=2e4, data_dir=None, config="radio_config/zmq_loopback.yaml",
-                  json_path=None, plot_path=None, work_dir="out/bench_control", v_sweep=(), fixed_levels=(0,)):
-    """The closed loop over the real two-process link under an SNR trace, per policy."""
+                  json_path=None, plot_path=None, work_dir="out/bench_control", v_sweep=(), fixed_levels=(0,),
+                  codec=None):
+    """The closed loop over the real two-process link under an SNR trace, per policy
+    (codec: the setup's codec.name unless given; its calibration table sets the actions)."""
     from .core.config import load_config
     from .core.controller import jakes_snr_trace, read_trace, write_trace
     work = Path(work_dir)
@@ -281,10 +418,13 @@ def bench_control(trace_path=None, n_images=2000, V=2e4, data_dir=None, config="
     targets = {"delay_ms": base["delay_target_ms"], "psnr_db": base["psnr_target_db"]}
     files = cifar_test_images(Path(data_dir or DEFAULT_DATA), n_images)
     common = ["controller.enabled=true", f"channel.snr_trace={trace_path}", f"controller.V={V}"]
+    if codec:
+        common.append(f"codec.name={codec}")
     runs = [("lyapunov", ["controller.policy=lyapunov"]), ("greedy", ["controller.policy=greedy"])]
     runs += [(f"fixed_{lvl}", ["controller.policy=fixed", f"controller.fixed_power_level={lvl}"]) for lvl in fixed_levels]
     runs += [(f"lyapunov_V{v:g}", ["controller.policy=lyapunov", f"controller.V={v}"]) for v in v_sweep]
-    result = {"targets": targets, "V": V, "trace": str(trace_path), "policies": {}, "fixed": {}, "v_sweep": {}}
+    result = {"codec": codec or load_config(config)["codec"]["name"], "targets": targets, "V": V,
+              "trace": str(trace_path), "policies": {}, "fixed": {}, "v_sweep": {}}
     slots_by_run = {}
     for name, extra in tqdm(runs, desc="bench control", unit="run"):
         folder = run_link(config, files, work / name, common + extra, timeout_s=3600)
@@ -296,6 +436,8 @@ def bench_control(trace_path=None, n_images=2000, V=2e4, data_dir=None, config="
             result["v_sweep"][name[len("lyapunov_V"):]] = summary
         else:
             result["policies"][name] = summary
+    result["model"] = model_bound(config, trace[:n_images], [f"channel.snr_trace={trace_path}"]
+                                  + ([f"codec.name={codec}"] if codec else []))
     result["policies"]["fixed_max"] = result["fixed"].get("fixed_0")
     meeting = [s for s in result["fixed"].values() if s["constraints_met"]]
     if meeting:
@@ -318,14 +460,21 @@ def plot_control(result, slots, trace, path):
     slots = slots[:len(trace)]
     t = np.arange(len(slots))
     fig, axes = plt.subplots(4, 1, figsize=(9, 8), sharex=True)
-    axes[0].plot(t, trace[:len(slots)], lw=0.6)
+    axes[0].plot(t, trace[:len(slots)], lw=0.6, label="trace (full power)")
+    axes[0].plot(t, [s.get("snr_est_db", np.nan) for s in slots], ".", ms=1.5, label="RX estimate")
     axes[0].set_ylabel("SNR (dB)")
+    axes[0].legend(fontsize=7)
     axes[1].plot(t, [s["Z"] for s in slots], label="Z (delay)")
     axes[1].plot(t, [s["Y"] for s in slots], label="Y (quality)")
     axes[1].set_ylabel("virtual queues")
     axes[1].legend(fontsize=7)
     axes[2].step(t, [s["power_level"] for s in slots], lw=0.6)
     axes[2].set_ylabel("power level\n(2 dB steps)")
+    rates = [s.get("rate_index", 0) for s in slots]
+    if len(set(rates)) > 1:
+        ax_rate = axes[2].twinx()
+        ax_rate.step(t, rates, lw=0.6, color="tab:green")
+        ax_rate.set_ylabel("rate index", color="tab:green")
     q = np.cumsum([s["quality_db"] for s in slots]) / (t + 1)
     e = np.cumsum([s["energy"] for s in slots]) / (t + 1)
     axes[3].plot(t, q, label="running mean PSNR (dB)")
@@ -334,7 +483,7 @@ def plot_control(result, slots, trace, path):
     ax2.plot(t, e * 1e3, color="tab:red", label="running mean energy (mJ-equiv.)")
     axes[3].set_ylabel("PSNR (dB)")
     axes[3].set_xlabel("image slot")
-    fig.suptitle(f"Lyapunov controller over the ZMQ link, V={result['V']:g}", fontsize=9)
+    fig.suptitle(f"Lyapunov controller over the ZMQ link, {result.get('codec', '')}, V={result['V']:g}", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

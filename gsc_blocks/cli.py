@@ -39,7 +39,9 @@ def cmd_bench(args) -> int:
         args.images = args.images or 300
         out = args.out or str(REPO / "models" / args.codec / "calibration.json")
         table = bench_calibrate(args.codec, None, args.images, args.data, out)
-        print(f"calibration written to {out}: PSNR {table['rates']['0']['steps']['0']['psnr_db']}")
+        for rate, entry in table["rates"].items():
+            print(f"rate {rate} ({entry['symbols']} symbols): PSNR {entry['steps']['0']['psnr_db']}")
+        print(f"calibration written to {out}")
         return 0
     if args.what == "control":
         import json as _json
@@ -48,13 +50,15 @@ def cmd_bench(args) -> int:
         levels = [int(v) for v in args.fixed_levels.split(",")]
         result = bench_control(args.snr_trace, args.images, args.V, args.data, args.config,
                                args.json or "out/bench_control.json", args.plot or "out/bench_control.png",
-                               v_sweep=v_sweep, fixed_levels=levels)
+                               v_sweep=v_sweep, fixed_levels=levels,
+                               codec=args.codec)
         print(_json.dumps({k: v for k, v in result.items() if k != "trace"}, indent=1))
         return 0
     snrs = [float(s) for s in args.snr.split(",")]
     args.images = args.images or 200
     result = bench_link(args.codec, snrs, args.images, args.data, args.config,
-                        args.json or "out/bench_link.json", args.plot or "out/bench_link.png", mcs=args.mcs)
+                        args.json or "out/bench_link.json", args.plot or "out/bench_link.png", mcs=args.mcs,
+                        cbr=args.cbr, fading=args.fading, dataset=args.dataset)
     print(format_link_table(result))
     t = result["throughput"]
     print(f"throughput: {t['samples_per_s'] / 1e3:.0f} kS/s, {t['images_per_s']:.1f} images/s, "
@@ -82,9 +86,14 @@ def main(argv=None) -> int:
     b = sub.add_parser("bench", help="benchmarks (writes JSON and a PNG plot)")
     b.add_argument("what", choices=["link", "calibrate", "control"])
     b.add_argument("--codec", default="deepjscc", help="link: one codec or several, comma-separated "
-                   "(deepjscc, separation, separation-webp|-jpeg2000|-avif)")
+                   "(deepjscc, deepjscc_sr, separation, separation-webp|-jpeg2000|-avif); calibrate, control: one")
     b.add_argument("--mcs", default="oracle", help="link, separation: 'oracle' (best MCS per SNR), an MCS "
                    "name or index (e.g. 64qam-1/2), or several comma-separated, one curve each")
+    b.add_argument("--cbr", default=None, help="link, successive-refinement codecs (deepjscc_sr): CBRs, "
+                   "comma-separated, each its own curve (e.g. 1/24,1/12,1/6; default the full rate)")
+    b.add_argument("--fading", default="none", choices=["none", "rayleigh"],
+                   help="link: rayleigh = block fading, one Rayleigh gain per image (same gains on both channels)")
+    b.add_argument("--dataset", default="cifar10", choices=["cifar10", "kodak"], help="link: test images")
     b.add_argument("--snr", default="0,5,10,15,20")
     b.add_argument("--images", type=int, default=None, help="images (link 200, calibrate 300, control 2000)")
     b.add_argument("--data", default=None, help="folder holding cifar10/ (default ../shared/datasets)")

@@ -15,6 +15,10 @@ POLICIES = ("lyapunov", "fixed", "greedy")
 class lyapunov_controller(gr.basic_block):
     """Drift-plus-penalty choice of (rate, power, refinement steps) per image slot.
 
+    Each action's cost is averaged over the next slot's SNR: the last report plus
+    a Gaussian change as spread as the recent slot-to-slot changes (see
+    core/controller.py LyapunovController), since the report is a slot old.
+
     Args:
         calibration: JSON calibration table Q(snr, rate, steps) (see core/controller.py).
         V: energy weight; larger V saves more energy at the cost of constraint slack.
@@ -22,8 +26,9 @@ class lyapunov_controller(gr.basic_block):
         power_levels: transmit power levels allowed (2 dB per level below full power).
         loss_snr_db, lost_quality_db, lost_delay_ms: below this effective SNR an image is
             expected lost, costing that quality and delay.
-        policy: lyapunov, fixed (always fixed_power_level) or greedy (cheapest action
-            expected to meet both targets at the reported SNR).
+        policy: lyapunov, fixed (always fixed_power_level at fixed_rate_index) or greedy
+            (cheapest action expected to meet both targets at the reported SNR).
+        fixed_rate_index: rate of the fixed policy; -1 = the table's full rate (most symbols).
     Message ports: report in (an image sink's report: snr_est_db at reference
     power, decode_ms, psnr_db when known; or a dict with snr_db, delay_ms,
     quality_db); command out (dict rate_index, power_level, refine_steps, for the
@@ -35,7 +40,7 @@ class lyapunov_controller(gr.basic_block):
 
     def __init__(self, calibration, V=1e4, delay_target_ms=50.0, psnr_target_db=25.0, power_levels=(0, 1, 2, 3, 4),
                  policy="lyapunov", fixed_power_level=0, initial_snr_db=10.0, loss_snr_db=-1.0,
-                 lost_quality_db=11.0, lost_delay_ms=1000.0):
+                 lost_quality_db=11.0, lost_delay_ms=1000.0, fixed_rate_index=-1):
         gr.basic_block.__init__(self, name="gsc_lyapunov_controller", in_sig=None, out_sig=None)
         if policy not in POLICIES:
             raise ValueError(f"policy {policy!r}: expected one of {', '.join(POLICIES)}")
@@ -46,11 +51,16 @@ class lyapunov_controller(gr.basic_block):
         actions = table.actions(list(power_levels))
         self.core = LyapunovController(self.model, actions, float(V), float(delay_target_ms), float(psnr_target_db))
         self.policy = policy
-        self.fixed = Action(actions[-1].rate_index, int(fixed_power_level), actions[-1].refine_steps)
+        full = max(actions, key=lambda a: (table.symbols(a.rate_index), a.refine_steps))
+        if int(fixed_rate_index) >= 0 and int(fixed_rate_index) not in table.rates:
+            raise ValueError(f"fixed_rate_index {fixed_rate_index}: the calibration table has rates "
+                             f"{sorted(table.rates)} (-1 = full rate)")
+        self.fixed = Action(full.rate_index if int(fixed_rate_index) < 0 else int(fixed_rate_index),
+                            int(fixed_power_level), full.refine_steps)
         self.greedy = greedy_policy(actions, float(delay_target_ms), float(psnr_target_db))
-        # Until the first report, send at full power: nothing is known of the channel yet.
-        self.last_action = self.fixed if policy == "fixed" else max(
-            actions, key=lambda a: (a.power_level == min(power_levels), a.rate_index, a.refine_steps))
+        # Until the first report, send at full power and full rate: nothing is known of the channel yet.
+        self.last_action = self.fixed if policy == "fixed" else Action(full.rate_index, min(power_levels),
+                                                                       full.refine_steps)
         self.slots = []                        # one record per reported slot
         self.lock = threading.Lock()
         self.message_port_register_in(pmt.intern("report"))

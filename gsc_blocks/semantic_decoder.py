@@ -70,9 +70,9 @@ class semantic_decoder(gr.basic_block):
     def _image_symbols(self, meta) -> int:
         try:
             codec = self.codec_for(int(meta["codec_id"]))
-        except CodecError:
-            return 0  # unknown codec: reported as a decode failure
-        return codec.latent_shape(int(meta["height"]), int(meta["width"])).n_symbols
+            return codec.symbol_count(int(meta["height"]), int(meta["width"]), int(meta.get("rate_index", 0)))
+        except (CodecError, ValueError):
+            return 0  # unknown codec or rate: reported as a decode failure
 
     def handle_fragment(self, msg):
         meta, symbols = split_pdu(msg)

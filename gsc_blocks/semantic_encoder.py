@@ -21,7 +21,9 @@ class semantic_encoder(gr.basic_block):
 
     Args:
         codec: model name (a folder under models/ with card.json).
-        rate_index, power_level, refine_steps: initial values, carried in every header.
+        rate_index, power_level, refine_steps: initial values, carried in every header
+            (rate_index: the codec's CBR level, e.g. deepjscc_sr's symbol groups, or the
+            separation baseline's MCS).
         snr_db: SNR the encoder is conditioned on (channel state at the TX).
         max_fragment_symbols: payload symbols per frame at most.
         models_dir: where model folders live ('' = default search path).

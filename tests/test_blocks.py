@@ -21,19 +21,20 @@ def test_control_message_sets_power_and_rate_for_the_next_image(samples, tmp_pat
     tb = gr.top_block()
     images = [samples / "cifar_0_cat.png", samples / "cifar_1_ship.png"]
     source = image_source(images, manifest=str(tmp_path / "m.jsonl"), interval_s=0.5, start_delay_s=0.3)
-    encoder = semantic_encoder("deepjscc", max_fragment_symbols=200)
+    encoder = semantic_encoder("deepjscc_sr", max_fragment_symbols=200)
     store = blocks.message_debug()
     tb.msg_connect(source, "out", encoder, "in")
     tb.msg_connect(encoder, "out", store, "store")
     tb.start()
-    encoder.to_basic_block()._post(pmt.intern("control"), pmt.to_pmt({"power_level": 3, "rate_index": 1}))
+    # rate index 4 of deepjscc_sr: 4 of 8 symbol groups, CBR 1/12
+    encoder.to_basic_block()._post(pmt.intern("control"), pmt.to_pmt({"power_level": 3, "rate_index": 4}))
     encoder.to_basic_block()._post(pmt.intern("control"), pmt.from_long(5))     # not a dict: ignored
-    fragments = _collect(store, 6)
+    fragments = _collect(store, 4)
     tb.stop()
     tb.wait()
-    assert len(fragments) == 6                     # 512 symbols in 3 fragments per image
+    assert len(fragments) == 4                     # 256 symbols in 2 fragments per image
     for meta, symbols in fragments:
-        assert (meta["power_level"], meta["rate_index"], meta["codec_id"]) == (3, 1, 1)
-        assert meta["fragment_count"] == 3 and symbols.size == meta["payload_symbols"]
+        assert (meta["power_level"], meta["rate_index"], meta["codec_id"]) == (3, 4, 2)
+        assert meta["fragment_count"] == 2 and symbols.size == meta["payload_symbols"]
     first = np.concatenate([s for m, s in fragments if m["image_id"] == 0])
-    assert first.size == 512 and abs(np.mean(np.abs(first) ** 2) - 1.0) < 1e-3
+    assert first.size == 256 and abs(np.mean(np.abs(first) ** 2) - 1.0) < 1e-3

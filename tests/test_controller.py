@@ -1,4 +1,6 @@
 """Lyapunov controller core (no GNU Radio): decisions, queues, policies, traces."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -125,3 +127,74 @@ def test_cost_model_expects_loss_below_the_loss_snr():
     assert lost.quality_db == 11.0 and lost.delay_ms == 1000.0
     kept = model.costs(Action(0, 5, 0), 10.0)          # 0 dB effective
     assert kept.quality_db == TABLE.quality(0, 0, 0.0) and kept.delay_ms < 10
+
+
+def test_fixed_policy_and_first_command_use_the_full_rate_whatever_its_index(tmp_path):
+    """deepjscc_sr numbers its rates from full (0) down; the fixed policy and the first command
+    (nothing known of the channel yet) take the rate with the most symbols, unless told otherwise."""
+    import json
+
+    from gsc_blocks.lyapunov_controller import lyapunov_controller
+    sr = {"snr_db": SNR, "rates": {"0": TABLE.rates[1], "4": TABLE.rates[0]}}
+    path = tmp_path / "calibration.json"
+    path.write_text(json.dumps(sr))
+    fixed = lyapunov_controller(str(path), policy="fixed", fixed_power_level=2, power_levels=range(4))
+    assert fixed.fixed == Action(0, 2, 4) and fixed.initial_command()["rate_index"] == 0
+    assert lyapunov_controller(str(path), power_levels=range(4)).initial_command() == \
+        {"rate_index": 0, "power_level": 0, "refine_steps": 4}
+    half = lyapunov_controller(str(path), policy="fixed", fixed_rate_index=4, power_levels=range(4))
+    assert half.fixed.rate_index == 4
+    with pytest.raises(ValueError, match=r"fixed_rate_index 3: the calibration table has rates \[0, 4\]"):
+        lyapunov_controller(str(path), policy="fixed", fixed_rate_index=3)
+
+
+def test_calibration_table_errors_and_default_path(tmp_path):
+    from gsc_blocks.apps.flowgraphs import calibration_path
+    from gsc_blocks.core.config import load_config
+    with pytest.raises(FileNotFoundError, match="gsc bench calibrate --codec NAME"):
+        CalibrationTable.load(tmp_path / "none.json")
+    (tmp_path / "bad.json").write_text('{"snr_db": [1, 2]}')
+    with pytest.raises(ValueError, match="bad.json is not a calibration table"):
+        CalibrationTable.load(tmp_path / "bad.json")
+    config = load_config(Path(__file__).resolve().parents[1] / "radio_config" / "zmq_loopback.yaml",
+                         {"codec.name": "deepjscc_sr"})
+    assert calibration_path(config).endswith("models/deepjscc_sr/calibration.json")
+    config["controller"]["calibration"] = "mine.json"
+    assert calibration_path(config) == "mine.json"
+
+
+def test_expectation_over_the_next_slot_snr_avoids_losses_in_fades():
+    """Decisions use the last report (one slot old). Averaging each action's cost over the SNR
+    change seen lately loses fewer images in fades than trusting the stale value as exact."""
+    table = CalibrationTable.load(Path(__file__).resolve().parents[1] / "models" / "deepjscc" / "calibration.json")
+    model = CostModel(table, loss_snr_db=-1.0, lost_quality_db=11.0, lost_delay_ms=250.0)
+    trace = jakes_snr_trace(2000, 12.0, 0.01, seed=1)          # the closed-loop benchmark's default trace
+    lost = {}
+    for robust in (False, True):
+        ctrl = LyapunovController(model, table.actions(range(8)), 2e5, 10.0, 24.0, robust=robust)
+        count, previous = 0, trace[0]
+        for snr in trace:
+            c = model.costs(ctrl.decide(previous), snr)
+            count += c.delay_ms == 250.0
+            ctrl.update(c.delay_ms, c.quality_db)
+            previous = snr
+        lost[robust] = count
+    assert ctrl.snr_spread_db() > 0
+    assert lost[True] < 0.7 * lost[False], lost
+
+
+def test_clairvoyant_bound_is_below_every_fixed_action_that_meets_the_targets():
+    from gsc_blocks.core.controller import clairvoyant_bound
+    model = CostModel(TABLE, lost_delay_ms=250.0)
+    actions = TABLE.actions(range(8))
+    trace = jakes_snr_trace(600, 12.0, 0.01, seed=2)
+    bound = clairvoyant_bound(model, actions, trace, 22.0, 10.0)
+    assert bound["feasible"] and bound["avg_psnr_db"] >= 22.0 and bound["avg_delay_ms"] <= 10.0
+    meeting = 0
+    for action in actions:
+        energy, delay, quality = simulate(fixed_policy(action), trace, model)
+        if quality >= 22.0 and delay <= 10.0:
+            meeting += 1
+            assert bound["energy_per_image"] <= energy
+    assert meeting >= 1
+    assert clairvoyant_bound(model, actions, trace, 40.0, 10.0) == {"feasible": False}

@@ -33,6 +33,7 @@ def test_install_layout(prefix):
     site = next(prefix.glob("lib/python3*/site-packages"))
     assert (site / "gsc_blocks" / "ofdm_analog_rx.py").is_file()
     assert (prefix / "share" / "gsc" / "models" / "deepjscc" / "card.json").is_file()
+    assert (prefix / "share" / "gsc" / "models" / "deepjscc" / "calibration.json").is_file()
     assert not (prefix / "share" / "gsc" / "models" / "gsc_models").exists()
 
 

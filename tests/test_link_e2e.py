@@ -58,6 +58,8 @@ def test_bad_setup_value_and_missing_model_stop_before_starting(tmp_path, sample
         run_link(CONFIG, samples, tmp_path / "a", ["channel.snr_db=loud"])
     with pytest.raises(CodecError, match="model 'nosuch' not found"):
         run_link(CONFIG, samples, tmp_path / "b", ["codec.name=nosuch"])
+    with pytest.raises(ConfigError, match=r"key codec.rate_index: rate_index 3: deepjscc has rate indexes 0 \(CBR 1/6\)"):
+        run_link(CONFIG, samples, tmp_path / "c", ["codec.rate_index=3"])
     assert not (tmp_path / "a" / "tx.log").exists()
 
 
@@ -70,7 +72,8 @@ def test_closed_loop_reports_every_slot_and_lowers_power(tmp_path, samples):
     write_trace(trace, np.full(12, 25.0))
     images = sorted(samples.glob("cifar_*.png")) * 2
     out = run_link(CONFIG, images[:12], tmp_path / "out",
-                   ["controller.enabled=true", f"channel.snr_trace={trace}", "controller.psnr_target_db=15"],
+                   ["controller.enabled=true", f"channel.snr_trace={trace}", "controller.psnr_target_db=15",
+                    "controller.slot_timeout_s=2"],
                    timeout_s=120)
     slots = [_json.loads(l) for l in (out / "tx_controller.jsonl").read_text().splitlines()]
     assert len(slots) == 12 and not any(s.get("lost") for s in slots)
@@ -90,7 +93,8 @@ def test_closed_loop_channel_follows_a_varying_snr_trace(tmp_path, samples):
     write_trace(trace, np.array(snrs))
     images = sorted(samples.glob("cifar_*.png")) * 2
     out = run_link(CONFIG, images[:len(snrs)], tmp_path / "out",
-                   ["controller.enabled=true", f"channel.snr_trace={trace}", "controller.policy=fixed"],
+                   ["controller.enabled=true", f"channel.snr_trace={trace}", "controller.policy=fixed",
+                    "controller.slot_timeout_s=2"],
                    timeout_s=120)
     slots = [_json.loads(l) for l in (out / "tx_controller.jsonl").read_text().splitlines()]
     assert len(slots) == len(snrs) and not any(s.get("lost") for s in slots)

@@ -34,6 +34,15 @@ def _usrp(config, direction):
     return dev
 
 
+def calibration_path(config) -> str:
+    """controller.calibration, or the codec's models/<name>/calibration.json when it is ''."""
+    from ..core.codec import find_model
+    if config["controller"]["calibration"]:
+        return config["controller"]["calibration"]
+    codec = config["codec"]
+    return str(find_model(codec["name"], codec["models_dir"] or None) / "calibration.json")
+
+
 class tx_top(gr.top_block):
     """image_source -> semantic_encoder -> ofdm_analog_tx -> [channel] -> ZMQ PUSH | USRP sink."""
 
@@ -55,9 +64,10 @@ class tx_top(gr.top_block):
         self.controller = None
         if ctrl["enabled"]:
             self.controller = lyapunov_controller(
-                ctrl["calibration"], ctrl["V"], ctrl["delay_target_ms"], ctrl["psnr_target_db"], ctrl["power_levels"],
-                ctrl["policy"], ctrl["fixed_power_level"], config["channel"]["snr_db"], ctrl["loss_snr_db"],
-                ctrl["lost_quality_db"], ctrl["slot_timeout_s"] * 1e3)
+                calibration_path(config), ctrl["V"], ctrl["delay_target_ms"], ctrl["psnr_target_db"],
+                ctrl["power_levels"], ctrl["policy"], ctrl["fixed_power_level"], config["channel"]["snr_db"],
+                ctrl["loss_snr_db"], ctrl["lost_quality_db"], ctrl["slot_timeout_s"] * 1e3,
+                ctrl["fixed_rate_index"])
             self.encoder.handle_control(pmt.to_pmt(self.controller.initial_command()))
             self.reports = zeromq.sub_msg_source(ctrl["report_address"], ZMQ_TIMEOUT_MS, False)
             self.msg_connect(self.reports, "out", self.controller, "report")

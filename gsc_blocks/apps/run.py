@@ -168,7 +168,12 @@ def run_link(config_path, images, out_dir, overrides=(), timeout_s=600, quiet=Tr
     if config["link"] != "zmq":
         raise ConfigError(f"{config_path}: link is {config['link']!r}; the two-process runner needs link: zmq "
                           "(run the TX and RX flowgraphs on their hosts for USRPs)")
-    make_codec(config["codec"]["name"], config["codec"]["models_dir"] or None)
+    codec = make_codec(config["codec"]["name"], config["codec"]["models_dir"] or None)
+    if hasattr(codec, "groups_sent"):
+        try:
+            codec.groups_sent(config["codec"]["rate_index"])
+        except ValueError as err:
+            raise ConfigError(f"{config_path}: key codec.rate_index: {err}") from None
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     for name in (TX_MANIFEST, RX_LOG, DONE_FILE, SENT_FILE, DRAINED_FILE, "tx_stats.json", "rx_stats.json",

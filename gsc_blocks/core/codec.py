@@ -112,7 +112,15 @@ class LatentShape:
 
 
 class JSCCCodec:
-    """Encoder/decoder pair of one model. Symbols are complex64, ordered (channel, row, col)."""
+    """Encoder/decoder pair of one model. Symbols are complex64, ordered (channel, row, col).
+
+    A successive-refinement model (card key "successive_refinement") sends its
+    complex latent channels as symbol groups, most important first: rate_index r
+    sends the first groups - r of them (CBR (groups - r) / (downsample^2 * 3)) at
+    unit average power, and the decoder fills the groups it did not get with
+    zeros, so more groups refine the same image. Other models have one rate,
+    rate_index 0.
+    """
 
     def __init__(self, name: str, models_dir=None, providers=None):
         self.card = load_card(name, models_dir)
@@ -124,6 +132,7 @@ class JSCCCodec:
         self.downsample = int(self.card["downsample"])
         self.latent_complex = int(self.card["latent_complex_per_block"])
         self.cbr = float(self.card["cbr"])
+        self.groups = int(self.card.get("successive_refinement", {}).get("groups", 0))
         folder = Path(self.card["_folder"])
         providers = providers or default_providers()
         self.encoder = _verified_session(folder, self.card["files"]["encoder"], providers)
@@ -138,22 +147,67 @@ class JSCCCodec:
     def latent_shape(self, height: int, width: int) -> LatentShape:
         return LatentShape(2 * self.latent_complex, height // self.downsample, width // self.downsample)
 
+    @property
+    def rate_count(self) -> int:
+        return self.groups or 1
+
+    def groups_sent(self, rate_index: int) -> int:
+        """Complex latent channels sent at rate_index (all of them for a one-rate model)."""
+        if not 0 <= int(rate_index) < self.rate_count:
+            allowed = "0" if self.rate_count == 1 else f"0 to {self.rate_count - 1}"
+            raise ValueError(f"rate_index {rate_index}: {self.name} has rate indexes {allowed} "
+                             f"(CBR {', '.join(self.cbr_label(r) for r in range(self.rate_count))})")
+        return self.latent_complex - int(rate_index) if self.groups else self.latent_complex
+
+    def symbol_count(self, height: int, width: int, rate_index: int = 0) -> int:
+        """Channel symbols of one image at rate_index."""
+        shape = self.latent_shape(height, width)
+        return self.groups_sent(rate_index) * shape.h * shape.w
+
+    def cbr_at(self, rate_index: int) -> float:
+        return self.groups_sent(rate_index) / (self.downsample ** 2 * 3)
+
+    def cbr_label(self, rate_index: int) -> str:
+        from fractions import Fraction
+        return str(Fraction(self.latent_complex - rate_index if self.groups else self.latent_complex,
+                            self.downsample ** 2 * 3))
+
+    def rate_index_for_cbr(self, cbr: str) -> int:
+        """'1/12' (or 0.0833) -> the rate index with that CBR; a clear error listing the ones there are."""
+        from fractions import Fraction
+        try:
+            wanted = Fraction(str(cbr)).limit_denominator(1000)
+        except (ValueError, ZeroDivisionError):
+            wanted = None
+        for index in range(self.rate_count):
+            if wanted is not None and Fraction(self.cbr_label(index)) == wanted:
+                return index
+        raise ValueError(f"CBR {cbr}: {self.name} offers "
+                         f"{', '.join(self.cbr_label(r) for r in range(self.rate_count))}")
+
     def encode(self, image: np.ndarray, snr_db: float, rate_index: int = 0) -> np.ndarray:
-        """uint8 HxWx3 -> complex64 symbols with unit average power (one rate: rate_index unused)."""
+        """uint8 HxWx3 -> complex64 symbols with unit average power, the rate index's groups only."""
         h, w = image.shape[:2]
         self.check_size(h, w)
+        groups = self.groups_sent(rate_index)
         x = np.ascontiguousarray(image.transpose(2, 0, 1)[None], dtype=np.float32) / 255.0
         out = self.encoder.run(None, {"image": x, "snr_db": np.array([[snr_db]], np.float32)})[0][0]
         half = out.shape[0] // 2
-        return (out[:half] + 1j * out[half:]).reshape(-1).astype(np.complex64)
+        z = (out[:half] + 1j * out[half:])[:groups].reshape(-1)
+        if groups < half:   # spend the power on what is sent, as in training (gsc_models.layers.keep_groups)
+            z = z / np.sqrt(np.mean(np.abs(z) ** 2) + 1e-12)
+        return z.astype(np.complex64)
 
     def decode(self, symbols: np.ndarray, height: int, width: int, snr_db: float, rate_index: int = 0) -> np.ndarray:
-        """complex symbols (channel, row, col order) -> uint8 HxWx3."""
+        """complex symbols (channel, row, col order) -> uint8 HxWx3; groups not sent are zeros."""
         shape = self.latent_shape(height, width)
-        if symbols.size != shape.n_symbols:
-            raise ValueError(f"{symbols.size} symbols do not make a {width}x{height} image "
-                             f"({shape.n_symbols} expected)")
-        z = np.asarray(symbols, np.complex64).reshape(shape.channels // 2, shape.h, shape.w)
+        groups = self.groups_sent(rate_index)
+        expected = self.symbol_count(height, width, rate_index)
+        if symbols.size != expected:
+            raise ValueError(f"{symbols.size} symbols do not make a {width}x{height} image at rate_index "
+                             f"{rate_index} ({expected} expected)")
+        z = np.zeros((shape.channels // 2, shape.h, shape.w), np.complex64)
+        z[:groups] = np.asarray(symbols, np.complex64).reshape(groups, shape.h, shape.w)
         latent = np.concatenate([z.real, z.imag])[None].astype(np.float32)
         out = self.decoder.run(None, {"symbols": latent, "snr_db": np.array([[snr_db]], np.float32)})[0][0]
         return np.clip(np.rint(out.transpose(1, 2, 0) * 255.0), 0, 255).astype(np.uint8)

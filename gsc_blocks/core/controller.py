@@ -52,7 +52,15 @@ class CalibrationTable:
 
     @classmethod
     def load(cls, path) -> "CalibrationTable":
-        return cls(json.loads(Path(path).read_text()))
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no calibration table at {path}: measure one with "
+                                    "`scripts/gsc bench calibrate --codec NAME` (writes models/NAME/calibration.json)")
+        try:
+            return cls(json.loads(path.read_text()))
+        except (json.JSONDecodeError, KeyError, TypeError) as err:
+            raise ValueError(f"{path} is not a calibration table ({err!r}); remeasure it with "
+                             "`scripts/gsc bench calibrate`") from None
 
     def symbols(self, rate_index: int) -> int:
         return int(self.rates[rate_index]["symbols"])
@@ -108,6 +116,14 @@ class CostModel:
 
 @dataclass
 class LyapunovController:
+    """Drift-plus-penalty decisions with virtual queues Z (delay) and Y (quality).
+
+    The reported SNR is one slot old when the next image goes out. With robust on,
+    each action's cost is its expectation over the next slot's SNR, taken as the
+    last report plus a Gaussian change whose spread is the std of the last `window`
+    slot-to-slot changes (5-point Gauss-Hermite): on a fading channel this keeps
+    the controller from cutting power just before a fade takes the image.
+    """
     model: CostModel
     actions: list
     V: float
@@ -115,12 +131,27 @@ class LyapunovController:
     quality_target_db: float
     Z: float = 0.0
     Y: float = 0.0
+    robust: bool = True
+    window: int = 16
     history: list = field(default_factory=list)
+    snr_reports: list = field(default_factory=list)
+
+    def snr_spread_db(self) -> float:
+        recent = self.snr_reports[-self.window:]
+        return float(np.std(np.diff(recent))) if len(recent) > 2 else 0.0
 
     def decide(self, snr_db: float) -> Action:
+        self.snr_reports.append(float(snr_db))
+        spread = self.snr_spread_db() if self.robust else 0.0
+        points = [(snr_db, 1.0)] if spread == 0.0 else \
+            [(snr_db + spread * node, weight) for node, weight in zip(_GH_NODES, _GH_WEIGHTS)]
+
         def objective(action):
-            c = self.model.costs(action, snr_db)
-            return self.V * c.energy + self.Z * c.delay_ms - self.Y * c.quality_db
+            total = 0.0
+            for snr, weight in points:
+                c = self.model.costs(action, snr)
+                total += weight * (self.V * c.energy + self.Z * c.delay_ms - self.Y * c.quality_db)
+            return total
         return min(self.actions, key=objective)
 
     def update(self, delay_ms: float, quality_db: float):
@@ -128,6 +159,10 @@ class LyapunovController:
         self.Z = max(0.0, self.Z + delay_ms - self.delay_target_ms)
         self.Y = max(0.0, self.Y + self.quality_target_db - quality_db)
         self.history.append((self.Z, self.Y))
+
+
+_GH_NODES, _GH_WEIGHTS = np.polynomial.hermite_e.hermegauss(5)
+_GH_WEIGHTS = _GH_WEIGHTS / _GH_WEIGHTS.sum()
 
 
 def fixed_policy(action: Action):
@@ -144,6 +179,56 @@ def greedy_policy(actions, delay_target_ms, quality_target_db):
             return min(feasible, key=lambda a: model.costs(a, snr_db).energy)
         return max(actions, key=lambda a: model.costs(a, snr_db).quality_db)
     return choose
+
+
+def clairvoyant_bound(model: CostModel, actions, trace_db, quality_target_db: float, delay_target_ms: float,
+                      iterations: int = 60) -> dict:
+    """The least average energy any policy over these actions could spend on this trace while
+    meeting both average targets in the cost model, knowing every slot's SNR in advance.
+
+    Per slot it takes argmin E - lam * Q + mu * D (the Lagrangian of the average-constrained
+    problem), with lam and mu raised by bisection until both averages are met. Without
+    time-sharing between two actions this is within one slot's step of the optimum; a
+    policy that meets the targets cannot beat it by more than that. Slots the model expects
+    lost whatever the action (deep fades at full power) cost their delay to every policy, so
+    the delay target is raised to that floor when it lies above it. Returns the energy,
+    quality and delay averages, or {"feasible": False} when even the best-quality choice in
+    every slot misses the quality target.
+    """
+    trace_db = np.asarray(trace_db, dtype=float)
+    costs = [[model.costs(a, float(snr)) for a in actions] for snr in trace_db]
+    energy = np.array([[c.energy for c in row] for row in costs])
+    quality = np.array([[c.quality_db for c in row] for row in costs])
+    delay = np.array([[c.delay_ms for c in row] for row in costs])
+    rows = np.arange(len(trace_db))
+    delay_floor = float(delay.min(axis=1).mean())
+    delay_target_ms = max(delay_target_ms, delay_floor)
+
+    def solve(lam, mu):
+        pick = np.argmin(energy - lam * quality + mu * delay, axis=1)
+        return pick, quality[rows, pick].mean(), delay[rows, pick].mean()
+
+    if quality.max(axis=1).mean() < quality_target_db:
+        return {"feasible": False}
+    scale = float(energy.max())
+    best = None
+    for mu in [0.0] + list(scale * np.logspace(-4, 1, 11)):
+        lo, hi = 0.0, scale * 1e3
+        if solve(hi, mu)[1] < quality_target_db:
+            continue
+        for _ in range(iterations):
+            mid = 0.5 * (lo + hi)
+            if solve(mid, mu)[1] >= quality_target_db:
+                hi = mid
+            else:
+                lo = mid
+        pick, q, d = solve(hi, mu)
+        if d <= delay_target_ms + 1e-9:
+            e = float(energy[rows, pick].mean())
+            if best is None or e < best["energy_per_image"]:
+                best = {"feasible": True, "energy_per_image": e, "avg_psnr_db": float(q), "avg_delay_ms": float(d),
+                        "delay_floor_ms": delay_floor}
+    return best or {"feasible": False}
 
 
 def jakes_snr_trace(n_slots: int, mean_snr_db: float, doppler_per_slot: float, seed: int = 0,

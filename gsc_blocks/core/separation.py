@@ -238,6 +238,10 @@ class SeparationCodec:
     def n_symbols(self, height: int, width: int) -> int:
         return int(round(self.cbr * height * width * 3))
 
+    def symbol_count(self, height: int, width: int, rate_index: int = 0) -> int:
+        """Channel symbols per image: the same for every MCS (the MCS sets the bits they carry)."""
+        return self.n_symbols(height, width)
+
     def latent_shape(self, height: int, width: int):
         from .codec import LatentShape
         return LatentShape(2, 1, self.n_symbols(height, width))

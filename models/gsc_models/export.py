@@ -11,15 +11,16 @@ import argparse
 import hashlib
 import json
 import subprocess
+from fractions import Fraction
 from pathlib import Path
 
 import torch
 
 from .data import datasets_root, load_cifar10, manifest_sha256
 from .deepjscc import DOWNSAMPLE
-from .train import MODELS, evaluate, to_tensor
+from .train import MODELS, SUCCESSIVE, evaluate, to_tensor
 
-CODEC_IDS = {"deepjscc": 1}
+CODEC_IDS = {"deepjscc": 1, "deepjscc_sr": 2}
 EVAL_SNRS = (0, 5, 10, 15, 20)
 
 
@@ -86,7 +87,12 @@ def main(argv=None):
     save_weights_npz(model, out / "weights.npz")
     root = datasets_root(args.data)
     test_u8, _, _ = load_cifar10("test", root, args.eval_images)
-    table = evaluate(model, to_tensor(test_u8), snrs=EVAL_SNRS)
+    test = to_tensor(test_u8)
+    table = evaluate(model, test, snrs=EVAL_SNRS)
+    groups = model.config["latent_complex"]
+    # successive refinement: PSNR per number of symbol groups sent (rate_index = groups - sent)
+    by_groups = {str(g): {str(k): round(v, 3) for k, v in evaluate(model, test, snrs=EVAL_SNRS, groups=g).items()}
+                 for g in range(1, groups + 1)} if args.model in SUCCESSIVE else None
     log = json.loads(Path(args.train_log).read_text()) if args.train_log else {}
     latent_complex = model.config["latent_complex"]
     card = {
@@ -126,6 +132,22 @@ def main(argv=None):
         "eval": {"dataset": f"CIFAR-10 test, first {len(test_u8)} images", "channel": "ideal AWGN, true SNR",
                  "psnr_db": {str(k): round(v, 3) for k, v in table.items()}},
     }
+    if by_groups:
+        card["successive_refinement"] = {
+            "groups": groups,
+            "rule": f"rate_index r sends the first {groups} - r complex latent channels (symbol groups) at unit "
+                    "average power; the decoder gets zeros for the rest",
+            "symbols_per_group": "H/4 * W/4 (64 for 32x32)"}
+        card["eval"]["psnr_db_by_groups"] = by_groups
+    extra = ""
+    if by_groups:
+        head = " | ".join(f"{g} ({Fraction(g, DOWNSAMPLE * DOWNSAMPLE * 3)})" for g in range(1, groups + 1))
+        lines = [f"| SNR (dB) | {head} |", "| --- " * (groups + 1) + "|"]
+        lines += [f"| {snr} | " + " | ".join(f"{by_groups[str(g)][str(snr)]:.2f}" for g in range(1, groups + 1)) + " |"
+                  for snr in EVAL_SNRS]
+        extra = ("\n## Successive refinement (PSNR in dB by symbol groups sent, with the CBR)\n\n"
+                 f"rate_index r sends the first {groups} - r groups. Same images and channel as above.\n\n"
+                 + "\n".join(lines) + "\n")
     (out / "card.json").write_text(json.dumps(card, indent=2) + "\n")
     rows = "\n".join(f"| {snr} | {psnr:.2f} |" for snr, psnr in card["eval"]["psnr_db"].items())
     (out / "card.md").write_text(f"""# Model card: {args.model}
@@ -144,7 +166,7 @@ def main(argv=None):
 | SNR (dB) | PSNR (dB) |
 | --- | --- |
 {rows}
-
+{extra}
 ## Files
 
 | file | SHA-256 |

@@ -58,3 +58,20 @@ def awgn(latent: torch.Tensor, snr_db: torch.Tensor) -> torch.Tensor:
     """Complex AWGN at snr_db ([N,1]) on unit-power symbols in real layout."""
     noise_var = torch.pow(10.0, -snr_db / 10.0)[:, :, None, None]
     return latent + torch.randn_like(latent) * torch.sqrt(noise_var / 2.0)
+
+
+def keep_groups(latent: torch.Tensor, groups: torch.Tensor):
+    """Successive refinement: keep each image's first `groups` complex channels (symbol groups).
+
+    latent is unit-power [N, 2*C, h, w]; groups is [N] (1..C). The kept symbols are
+    rescaled to unit average power (the transmitter spends its power on what it
+    sends) and the rest are zero, as the receiver fills groups it did not get.
+    Returns (latent, mask); the runtime does the same in gsc_blocks.core.codec.
+    """
+    n, c2, h, w = latent.shape
+    keep = (torch.arange(c2 // 2, device=latent.device)[None, :] < groups[:, None]).to(latent.dtype)
+    mask = torch.cat([keep, keep], dim=1)[:, :, None, None]
+    kept = latent * mask
+    # complex power per kept symbol: sum of squares over the 2*groups*h*w kept reals, times 2
+    power = kept.pow(2).sum(dim=(1, 2, 3), keepdim=True) / (groups.to(latent.dtype) * h * w)[:, None, None, None]
+    return kept / torch.sqrt(power + 1e-12), mask

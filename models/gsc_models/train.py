@@ -2,6 +2,11 @@
 
 Example (the command behind models/deepjscc):
     python -m gsc_models.train --model deepjscc --epochs 12 --out runs/deepjscc
+
+deepjscc_sr is the same network trained for successive refinement: each image
+keeps a random number of its first complex latent channels (symbol groups), so
+one model serves every CBR from 1/48 to 1/6 and each further group refines the
+image. --init starts from a shipped model's weights.npz (fine-tuning).
 Checkpoints are plain state dicts (load with torch.load(weights_only=True)).
 """
 import argparse
@@ -16,9 +21,10 @@ from tqdm import tqdm
 
 from .data import datasets_root, load_cifar10, manifest_sha256
 from .deepjscc import DeepJSCC
-from .layers import awgn
+from .layers import awgn, keep_groups
 
-MODELS = {"deepjscc": DeepJSCC}
+MODELS = {"deepjscc": DeepJSCC, "deepjscc_sr": DeepJSCC}
+SUCCESSIVE = {"deepjscc_sr"}          # models trained with random symbol-group truncation
 
 
 def psnr_db(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -26,8 +32,18 @@ def psnr_db(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return 10 * torch.log10(1.0 / mse)
 
 
+def transmit(model, x, snr, seen, groups=None):
+    """Encoder -> (first `groups` symbol groups) -> AWGN -> decoder told `seen` dB."""
+    z = model.encoder(x, snr)
+    if groups is None:
+        return model.decoder(awgn(z, snr), seen)
+    z, mask = keep_groups(z, groups)
+    return model.decoder(awgn(z, snr) * mask, seen)
+
+
 @torch.no_grad()
-def evaluate(model, images: torch.Tensor, snrs=(0, 10, 20), batch=500, seed=0):
+def evaluate(model, images: torch.Tensor, snrs=(0, 10, 20), batch=500, seed=0, groups=None):
+    """Mean PSNR per SNR (keys str(snr)); with groups, only that many symbol groups are sent."""
     model.eval()
     gen_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
@@ -37,8 +53,8 @@ def evaluate(model, images: torch.Tensor, snrs=(0, 10, 20), batch=500, seed=0):
         for i in range(0, len(images), batch):
             x = images[i:i + batch]
             s = torch.full((len(x), 1), float(snr))
-            y = model.decoder(awgn(model.encoder(x, s), s), s)
-            values.append(psnr_db(x, y))
+            g = None if groups is None else torch.full((len(x),), int(groups))
+            values.append(psnr_db(x, transmit(model, x, s, s, g)))
         table[str(snr)] = float(torch.cat(values).mean())
     torch.random.set_rng_state(gen_state)
     model.train()
@@ -62,6 +78,7 @@ def main(argv=None):
                    help="std of the error added to the SNR the networks see, as a receiver's estimate has")
     p.add_argument("--data", default=None, help="datasets folder (default ../shared/datasets)")
     p.add_argument("--limit", type=int, default=None, help="use only the first N training images")
+    p.add_argument("--init", default=None, help="start from a shipped model folder's weights.npz (e.g. ../models/deepjscc)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--seed", type=int, default=1)
@@ -80,7 +97,13 @@ def main(argv=None):
     train = to_tensor(train_u8)
     test = to_tensor(test_u8)
 
-    model = MODELS[args.model](channels=args.channels).to(args.device)
+    model = MODELS[args.model](channels=args.channels)
+    if args.init:
+        from .export import load_weights_npz
+        model = load_weights_npz(args.model, args.init)
+        model.train()
+    model = model.to(args.device)
+    n_groups = model.config["latent_complex"]
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     steps_per_epoch = len(train) // args.batch
     total = steps_per_epoch * args.epochs
@@ -101,7 +124,9 @@ def main(argv=None):
             x = x.to(args.device)
             snr = torch.empty(len(x), 1, device=args.device).uniform_(args.snr_min, args.snr_max)
             seen = snr + torch.randn_like(snr) * args.snr_input_jitter_db
-            y = model.decoder(awgn(model.encoder(x, snr), snr), seen)
+            groups = torch.randint(1, n_groups + 1, (len(x),), device=args.device) \
+                if args.model in SUCCESSIVE else None
+            y = transmit(model, x, snr, seen, groups)
             loss = torch.mean((x - y) ** 2)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -112,6 +137,9 @@ def main(argv=None):
             bar.set_postfix(psnr=f"{10 * math.log10(1 / running):.2f}", lr=f"{sched.get_last_lr()[0]:.1e}")
         model.cpu()
         table = evaluate(model, test)
+        if args.model in SUCCESSIVE:
+            table = {"all_groups": table, **{f"groups_{g}": evaluate(model, test, groups=g)
+                                             for g in (2, 4)}}
         model.to(args.device)
         entry = {"epoch": epoch + 1, "minutes": round((time.time() - start) / 60, 2), "test1000_psnr_db": table}
         log["epochs"].append(entry)
