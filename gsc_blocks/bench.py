@@ -315,10 +315,11 @@ def format_link_table(result) -> str:
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for p in result["points"]:
         est = f"{p['snr_est_db']:.2f}" if p.get("snr_est_db") is not None else "-"
+        acc = "-" if p.get("accuracy") is None else f"{p['accuracy']:.3f}"
         mcs = f"{p['mcs']} ({p['mcs_policy']}, {p['payload_bytes']} B)" if p.get("mcs") else \
             f"CBR {p['cbr']} ({p['groups']} groups)" if p.get("groups") else "-"
         lines.append(f"| {p['snr_db']:.0f} | {p.get('codec', result['codec'])} | {p['channel']} | {mcs} | "
-                     f"{p['psnr_db']:.2f} | {p['ms_ssim']:.4f} | {p.get('accuracy') if p.get('accuracy') is not None else float('nan'):.3f} | {est} | "
+                     f"{p['psnr_db']:.2f} | {p['ms_ssim']:.4f} | {acc} | {est} | "
                      f"{p['lost']} |")
     return "\n".join(lines)
 

@@ -24,8 +24,9 @@ class lyapunov_controller(gr.basic_block):
         V: energy weight; larger V saves more energy at the cost of constraint slack.
         delay_target_ms, psnr_target_db: the long-term average constraints.
         power_levels: transmit power levels allowed (2 dB per level below full power).
-        loss_snr_db, lost_quality_db, lost_delay_ms: below this effective SNR an image is
-            expected lost, costing that quality and delay.
+        loss_snr_db, lost_quality_db, lost_delay_ms: the effective SNR at which half of
+            the images are expected lost (logistic, see core/controller.py CostModel), and
+            what a lost image costs.
         policy: lyapunov, fixed (always fixed_power_level at fixed_rate_index) or greedy
             (cheapest action expected to meet both targets at the reported SNR).
         fixed_rate_index: rate of the fixed policy; -1 = the table's full rate (most symbols).
@@ -39,7 +40,7 @@ class lyapunov_controller(gr.basic_block):
     """
 
     def __init__(self, calibration, V=1e4, delay_target_ms=50.0, psnr_target_db=25.0, power_levels=(0, 1, 2, 3, 4),
-                 policy="lyapunov", fixed_power_level=0, initial_snr_db=10.0, loss_snr_db=-1.0,
+                 policy="lyapunov", fixed_power_level=0, initial_snr_db=10.0, loss_snr_db=-3.5,
                  lost_quality_db=11.0, lost_delay_ms=1000.0, fixed_rate_index=-1):
         gr.basic_block.__init__(self, name="gsc_lyapunov_controller", in_sig=None, out_sig=None)
         if policy not in POLICIES:

@@ -40,8 +40,8 @@ def test_power_level_lowers_energy_and_effective_snr():
     model = CostModel(TABLE)
     full, low = model.costs(Action(1, 0, 0), 10.0), model.costs(Action(1, 3, 0), 10.0)
     assert low.energy == pytest.approx(full.energy * 10 ** -0.6)
-    assert low.quality_db == pytest.approx(TABLE.quality(1, 0, 4.0))
-    assert low.delay_ms == full.delay_ms
+    assert low.quality_db == pytest.approx(TABLE.quality(1, 0, 4.0), abs=1e-3)
+    assert low.delay_ms == pytest.approx(full.delay_ms, abs=1e-3)
 
 
 def test_lyapunov_meets_targets_with_less_energy_than_fixed_max():
@@ -122,11 +122,15 @@ def test_controller_block_turns_reports_into_encoder_commands(tmp_path):
 
 
 def test_cost_model_expects_loss_below_the_loss_snr():
-    model = CostModel(TABLE, loss_snr_db=-1.0, lost_quality_db=11.0, lost_delay_ms=1000.0)
-    lost = model.costs(Action(0, 7, 0), 10.0)          # 10 - 14 dB = -4 dB effective
-    assert lost.quality_db == 11.0 and lost.delay_ms == 1000.0
+    model = CostModel(TABLE, loss_snr_db=-3.5, lost_quality_db=11.0, lost_delay_ms=1000.0)
+    assert model.loss_probability(-3.5) == 0.5
+    assert model.loss_probability(-5.0) > 0.95 and model.loss_probability(-2.0) < 0.05
+    lost = model.costs(Action(0, 7, 0), 8.0)           # 8 - 14 dB = -6 dB effective
+    assert abs(lost.quality_db - 11.0) < 0.1 and lost.delay_ms > 990
     kept = model.costs(Action(0, 5, 0), 10.0)          # 0 dB effective
-    assert kept.quality_db == TABLE.quality(0, 0, 0.0) and kept.delay_ms < 10
+    assert abs(kept.quality_db - TABLE.quality(0, 0, 0.0)) < 0.01 and kept.delay_ms < 10
+    # more power always buys back expected quality, even deep in a fade
+    assert model.costs(Action(0, 0, 0), -6.0).quality_db > model.costs(Action(0, 1, 0), -6.0).quality_db
 
 
 def test_fixed_policy_and_first_command_use_the_full_rate_whatever_its_index(tmp_path):
@@ -163,24 +167,19 @@ def test_calibration_table_errors_and_default_path(tmp_path):
     assert calibration_path(config) == "mine.json"
 
 
-def test_expectation_over_the_next_slot_snr_avoids_losses_in_fades():
-    """Decisions use the last report (one slot old). Averaging each action's cost over the SNR
-    change seen lately loses fewer images in fades than trusting the stale value as exact."""
-    table = CalibrationTable.load(Path(__file__).resolve().parents[1] / "models" / "deepjscc" / "calibration.json")
-    model = CostModel(table, loss_snr_db=-1.0, lost_quality_db=11.0, lost_delay_ms=250.0)
-    trace = jakes_snr_trace(2000, 12.0, 0.01, seed=1)          # the closed-loop benchmark's default trace
-    lost = {}
-    for robust in (False, True):
-        ctrl = LyapunovController(model, table.actions(range(8)), 2e5, 10.0, 24.0, robust=robust)
-        count, previous = 0, trace[0]
-        for snr in trace:
-            c = model.costs(ctrl.decide(previous), snr)
-            count += c.delay_ms == 250.0
-            ctrl.update(c.delay_ms, c.quality_db)
-            previous = snr
-        lost[robust] = count
-    assert ctrl.snr_spread_db() > 0
-    assert lost[True] < 0.7 * lost[False], lost
+def test_decisions_average_over_the_recent_snr_spread():
+    """The report is a slot old: with no spread the expectation is the plain cost at the report,
+    and the spread is measured from the recent slot-to-slot changes."""
+    model = CostModel(TABLE, lost_delay_ms=250.0)
+    plain = LyapunovController(model, TABLE.actions(range(8)), 2e4, 10.0, 22.0, Y=5.0, robust=False)
+    steady = LyapunovController(model, TABLE.actions(range(8)), 2e4, 10.0, 22.0, Y=5.0)
+    for snr in (8.0, 8.0, 8.0, 8.0):
+        assert steady.decide(snr) == plain.decide(snr)
+    assert steady.snr_spread_db() == 0.0
+    shaky = LyapunovController(model, TABLE.actions(range(8)), 2e4, 10.0, 22.0, Y=5.0)
+    for snr in (14.0, 6.0, 14.0, 6.0):
+        shaky.decide(snr)
+    assert shaky.snr_spread_db() > 5.0
 
 
 def test_clairvoyant_bound_is_below_every_fixed_action_that_meets_the_targets():

@@ -77,8 +77,9 @@ SCHEMA = {
                            "doc": "ZMQ PUB (RX, binds) / SUB (TX, connects) address of the reports"},
         "slot_timeout_s": {**_num(0.05, 60), "default": 0.25,
                            "doc": "a slot with no report after this long counts as lost, with this delay"},
-        "loss_snr_db": {**_num(-20, 40), "default": -1.0,
-                        "doc": "effective SNR below which the controller expects an image to be lost"},
+        "loss_snr_db": {**_num(-20, 40), "default": -3.5,
+                        "doc": "effective SNR at which the controller expects half of the images lost "
+                               "(logistic, 0.5 dB per e-fold; measured on the link)"},
         "lost_quality_db": {**_num(0, 100), "default": 11.0,
                             "doc": "quality charged for a lost image (about the dataset mean image's PSNR)"},
     },
