@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -164,23 +165,26 @@ class JSCCCodec:
         shape = self.latent_shape(height, width)
         return self.groups_sent(rate_index) * shape.h * shape.w
 
+    def _cbr(self, rate_index: int) -> Fraction:
+        """Unchecked: callers validate rate_index (groups_sent's error message lists these)."""
+        return Fraction(self.latent_complex - rate_index if self.groups else self.latent_complex,
+                        self.downsample ** 2 * 3)
+
     def cbr_at(self, rate_index: int) -> float:
-        return self.groups_sent(rate_index) / (self.downsample ** 2 * 3)
+        self.groups_sent(rate_index)
+        return float(self._cbr(rate_index))
 
     def cbr_label(self, rate_index: int) -> str:
-        from fractions import Fraction
-        return str(Fraction(self.latent_complex - rate_index if self.groups else self.latent_complex,
-                            self.downsample ** 2 * 3))
+        return str(self._cbr(rate_index))
 
     def rate_index_for_cbr(self, cbr: str) -> int:
         """'1/12' (or 0.0833) -> the rate index with that CBR; a clear error listing the ones there are."""
-        from fractions import Fraction
         try:
             wanted = Fraction(str(cbr)).limit_denominator(1000)
         except (ValueError, ZeroDivisionError):
             wanted = None
         for index in range(self.rate_count):
-            if wanted is not None and Fraction(self.cbr_label(index)) == wanted:
+            if wanted is not None and self._cbr(index) == wanted:
                 return index
         raise ValueError(f"CBR {cbr}: {self.name} offers "
                          f"{', '.join(self.cbr_label(r) for r in range(self.rate_count))}")

@@ -91,8 +91,8 @@ class CostModel:
     The calibration table is measured on an ideal channel. Over the radio a frame
     is lost (preamble not detected or header failing its CRC) with a probability
     that rises as the effective SNR falls: logistic, one half at loss_snr_db,
-    loss_width_db per e-fold. Measured on the link (known symbols, 40 frames per
-    point): 5% lost at -2 dB, 25% at -3 dB, 72% at -4 dB, 95% at -5 dB, which
+    loss_width_db per e-fold. Measured once on the one-process link (known symbols,
+    40 frames per point): 5% lost at -2 dB, 25% at -3 dB, 72% at -4 dB, 95% at -5 dB, which
     -3.5 dB and 0.5 dB fit. A lost image costs lost_quality_db and lost_delay_ms.
     Being smooth, the expectation always pays more power back in a fade, instead
     of giving the image up as a hard threshold would.
@@ -130,8 +130,8 @@ class LyapunovController:
     The reported SNR is one slot old when the next image goes out. With robust on,
     each action's cost is its expectation over the next slot's SNR, taken as the
     last report plus a Gaussian change whose spread is the std of the last `window`
-    slot-to-slot changes (5-point Gauss-Hermite): on a fading channel this keeps
-    the controller from cutting power just before a fade takes the image.
+    slot-to-slot changes (5-point Gauss-Hermite). With no spread it is the plain
+    cost at the report.
     """
     model: CostModel
     actions: list
@@ -196,9 +196,9 @@ def clairvoyant_bound(model: CostModel, actions, trace_db, quality_target_db: fl
     meeting both average targets in the cost model, knowing every slot's SNR in advance.
 
     Per slot it takes argmin E - lam * Q + mu * D (the Lagrangian of the average-constrained
-    problem), with lam and mu raised by bisection until both averages are met. Without
-    time-sharing between two actions this is within one slot's step of the optimum; a
-    policy that meets the targets cannot beat it by more than that. Slots the model expects
+    problem): lam by bisection until the quality average is met, mu over a log grid for
+    the delay average. Without time-sharing, and with mu on a grid, this estimates the
+    optimum rather than proving a bound. Slots the model expects
     lost whatever the action (deep fades at full power) cost their delay to every policy, so
     the delay target is raised to that floor when it lies above it. Returns the energy,
     quality and delay averages, or {"feasible": False} when even the best-quality choice in
