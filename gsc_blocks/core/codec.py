@@ -131,6 +131,7 @@ class JSCCCodec:
         self.name = name
         self.codec_id = int(self.card["codec_id"])
         self.downsample = int(self.card["downsample"])
+        self.size_multiple = int(self.card.get("size_multiple", self.downsample))
         self.latent_complex = int(self.card["latent_complex_per_block"])
         self.cbr = float(self.card["cbr"])
         self.groups = int(self.card.get("successive_refinement", {}).get("groups", 0))
@@ -141,9 +142,10 @@ class JSCCCodec:
         self.providers = self.encoder.get_providers()
 
     def check_size(self, height: int, width: int):
-        if height % self.downsample or width % self.downsample or height < 8 or width < 8:
+        m = self.size_multiple
+        if height % m or width % m or height < max(8, m) or width < max(8, m):
             raise ValueError(f"image is {width}x{height}: {self.name} needs width and height that are "
-                             f"multiples of {self.downsample} and at least 8 (crop or pad the image)")
+                             f"multiples of {m} and at least {max(8, m)} (crop or pad the image)")
 
     def latent_shape(self, height: int, width: int) -> LatentShape:
         return LatentShape(2 * self.latent_complex, height // self.downsample, width // self.downsample)

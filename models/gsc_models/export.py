@@ -18,9 +18,16 @@ import torch
 
 from .data import datasets_root, load_cifar10, manifest_sha256
 from .deepjscc import DOWNSAMPLE
+from .swinjscc import SIZE_MULTIPLE as SWIN_SIZE_MULTIPLE
 from .train import MODELS, SUCCESSIVE, evaluate, to_tensor
 
-CODEC_IDS = {"deepjscc": 1, "deepjscc_sr": 2}
+CODEC_IDS = {"deepjscc": 1, "deepjscc_sr": 2, "swinjscc": 3}
+ARCHITECTURES = {
+    "DeepJSCC": "conv/GDN/PReLU stages with SNR attention (ADJSCC), fully convolutional, /4 spatial",
+    "SwinJSCC": "2x2 patch embedding, two Swin stages (window attention, shifted windows, patch merging) "
+                "with SNR channel modulation, linear head; mirrored decoder with patch splitting; /4 spatial",
+}
+SIZE_MULTIPLES = {"swinjscc": SWIN_SIZE_MULTIPLE}     # image sides must be multiples of this
 EVAL_SNRS = (0, 5, 10, 15, 20)
 
 
@@ -98,17 +105,18 @@ def main(argv=None):
     card = {
         "name": args.model,
         "codec_id": CODEC_IDS[args.model],
-        "architecture": f"{model.__class__.__name__} {model.config}: conv/GDN/PReLU stages with SNR attention "
-                        f"(ADJSCC), fully convolutional, /{DOWNSAMPLE} spatial",
+        "architecture": f"{model.__class__.__name__} {model.config}: {ARCHITECTURES[model.__class__.__name__]}",
         "parameters": sum(p.numel() for p in model.parameters()),
         "config": model.config,
         "cbr": model.cbr,
         "downsample": DOWNSAMPLE,
+        "size_multiple": SIZE_MULTIPLES.get(args.model, DOWNSAMPLE),
         "latent_complex_per_block": latent_complex,
         "snr_range_db": [log.get("args", {}).get("snr_min", -2.0), log.get("args", {}).get("snr_max", 22.0)],
         "files": {
             "encoder": {"path": "encoder.onnx", "sha256": sha256_file(out / "encoder.onnx"),
-                        "inputs": {"image": "float32 [N,3,H,W] in [0,1], H and W multiples of 4",
+                        "inputs": {"image": f"float32 [N,3,H,W] in [0,1], H and W multiples of "
+                                            f"{SIZE_MULTIPLES.get(args.model, DOWNSAMPLE)}",
                                    "snr_db": "float32 [N,1]"},
                         "outputs": {"symbols": f"float32 [N,{2 * latent_complex},H/4,W/4]: channels "
                                                f"0..{latent_complex - 1} in-phase, the rest quadrature; "

@@ -22,9 +22,10 @@ from tqdm import tqdm
 from .data import datasets_root, load_cifar10, manifest_sha256
 from .deepjscc import DeepJSCC
 from .layers import awgn, keep_groups
+from .swinjscc import SwinJSCC
 
-MODELS = {"deepjscc": DeepJSCC, "deepjscc_sr": DeepJSCC}
-SUCCESSIVE = {"deepjscc_sr"}          # models trained with random symbol-group truncation
+MODELS = {"deepjscc": DeepJSCC, "deepjscc_sr": DeepJSCC, "swinjscc": SwinJSCC}
+SUCCESSIVE = {"deepjscc_sr", "swinjscc"}   # models trained with random symbol-group truncation
 
 
 def psnr_db(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -68,7 +69,7 @@ def to_tensor(images_u8: np.ndarray) -> torch.Tensor:
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", choices=sorted(MODELS), default="deepjscc")
-    p.add_argument("--channels", type=int, default=64)
+    p.add_argument("--channels", type=int, default=64, help="deepjscc width (swinjscc: its defaults)")
     p.add_argument("--epochs", type=int, default=12)
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--lr", type=float, default=2e-3)
@@ -97,7 +98,7 @@ def main(argv=None):
     train = to_tensor(train_u8)
     test = to_tensor(test_u8)
 
-    model = MODELS[args.model](channels=args.channels)
+    model = MODELS[args.model](channels=args.channels) if MODELS[args.model] is DeepJSCC else MODELS[args.model]()
     if args.init:
         from .export import load_weights_npz
         model = load_weights_npz(args.model, args.init)
