@@ -68,13 +68,14 @@ def _accuracy(judge, received):
 
 
 def ideal_awgn_point(codec, images, snr_db: float, mean_image=None, rate_index: int = 0, seed: int = 0,
-                     judge=None, fade_power=None) -> dict:
+                     judge=None, fade_power=None, refiner=None, refine_steps: int = 0) -> dict:
     """Encoder -> complex AWGN at snr_db on unit-power symbols -> decoder told the true SNR.
     An image the codec refuses (byte budget) or cannot decode (CRC) is lost.
     fade_power: |h|^2 per image (block fading): the encoder knows only snr_db, the
-    decoder gets the image's true SNR (perfect receiver CSI)."""
+    decoder gets the image's true SNR (perfect receiver CSI).
+    refiner, refine_steps: the diffusion refiner after the decoder (seeded by the image's index)."""
     rng = np.random.default_rng(seed)
-    psnrs, ssims, lost, sources, received = [], [], 0, {}, []
+    psnrs, ssims, lost, sources, received, refine_ms = [], [], 0, {}, [], []
     for i, image in enumerate(images):
         try:
             symbols = codec.encode(image, snr_db, rate_index)
@@ -84,6 +85,10 @@ def ideal_awgn_point(codec, images, snr_db: float, mean_image=None, rate_index: 
             noise = (rng.standard_normal(symbols.size) + 1j * rng.standard_normal(symbols.size)) \
                 * np.sqrt(10 ** (-rx_snr / 10) / 2)
             decoded = codec.decode((symbols + noise).astype(np.complex64), *image.shape[:2], rx_snr, rate_index)
+            if refiner is not None and refine_steps:
+                start = time.perf_counter()
+                decoded = refiner.refine(decoded, rx_snr, refine_steps, seed=i)
+                refine_ms.append((time.perf_counter() - start) * 1e3)
             psnrs.append(psnr_db(image, decoded))
             ssims.append(ms_ssim(image, decoded))
             received.append(decoded)
@@ -95,6 +100,8 @@ def ideal_awgn_point(codec, images, snr_db: float, mean_image=None, rate_index: 
             received.append(mean_image)
     point = {"psnr_db": float(np.mean(psnrs)), "ms_ssim": float(np.mean(ssims)), "lost": lost,
              **_accuracy(judge, received)}
+    if refine_ms:
+        point["refine_ms_p50"] = float(np.median(refine_ms))
     if None not in sources:
         point["source_codec"] = ",".join(f"{k}:{v}" for k, v in sorted(sources.items())) or "none (budget)"
     return point
@@ -119,6 +126,9 @@ def ofdm_zmq_point(config, files, snr_db, out_dir, mean_image, overrides=(), jud
     point = {"psnr_db": float(np.mean(psnrs)), "ms_ssim": float(np.mean(ssims)),
              "snr_est_db": summary.get("snr_est_db"), "lost": summary["lost"],
              "fragments_lost": summary["fragments_lost"], **_accuracy(judge, received)}
+    refine_ms = [row["refine_ms"] for row in rows if row.get("refine_ms") is not None]
+    if refine_ms:
+        point["refine_ms_p50"] = float(np.median(refine_ms))
     return point, summary
 
 
@@ -131,29 +141,51 @@ def oracle_mcs(codec, images, snr_db, mean_image, n_probe=100, fade_power=None) 
     return int(np.argmax(scores))
 
 
-def _series(codecs, mcs_policies, cbrs):
-    """(codec name, MCS policy or CBR or None) per curve: separation gets one curve per MCS
-    policy, a successive-refinement codec one per CBR (its full rate by default)."""
+REFINER_SUFFIX = "+refiner"
+
+
+def _series(codecs, mcs_policies, cbrs, refine_steps=(1,)):
+    """(codec name, MCS policy or CBR or None, refine steps) per curve: separation gets one curve
+    per MCS policy, a successive-refinement codec one per CBR (its full rate by default), a
+    '<codec>+refiner' one per number of refinement steps."""
     for name, codec in codecs.items():
-        if name.startswith("separation"):
-            for policy in mcs_policies:
-                yield name, policy
-        elif getattr(codec, "rate_count", 1) > 1 and cbrs:
-            for cbr in cbrs:
-                yield name, cbr
-        else:
-            yield name, None
+        steps_list = refine_steps if name.endswith(REFINER_SUFFIX) else (0,)
+        for steps in steps_list:
+            if name.startswith("separation"):
+                for policy in mcs_policies:
+                    yield name, policy, steps
+            elif getattr(codec, "rate_count", 1) > 1 and cbrs:
+                for cbr in cbrs:
+                    yield name, cbr, steps
+            else:
+                yield name, None, steps
+
+
+def _codec_and_refiner(name):
+    """'swinjscc' -> (codec, None); 'swinjscc+refiner' -> (codec, the refiner trained on swinjscc)."""
+    from .core.refiner import refiner_for
+    base = name[:-len(REFINER_SUFFIX)] if name.endswith(REFINER_SUFFIX) else name
+    codec = make_codec(base)
+    if base == name:
+        return codec, None
+    refiner = refiner_for(base)
+    if refiner is None:
+        raise CodecError(f"--codec {name}: no refiner card lists {base} among the codecs it was trained on "
+                         "(models/refiner/card.json 'codecs'); train one with gsc_models.train_refiner")
+    return codec, refiner
 
 
 def bench_link(codec_name="deepjscc", snrs=(0, 5, 10, 15, 20), n_images=200, data_dir=None,
                config="radio_config/zmq_loopback.yaml", json_path=None, plot_path=None, work_dir="out/bench_link",
-               mcs="oracle", cbr=None, fading="none", dataset="cifar10"):
+               mcs="oracle", cbr=None, fading="none", dataset="cifar10", refine_steps="1"):
     """codec_name: one codec or several, comma-separated ('deepjscc,separation').
     mcs (separation only): 'oracle' (best MCS per SNR on the ideal channel), an MCS name or
     index, or several comma-separated, each its own curve.
     cbr (successive-refinement codecs only): CBRs like '1/24,1/12,1/6', each its own curve.
     fading: 'none' or 'rayleigh' (block fading, one Rayleigh gain per image, the same gains
-    on the ideal channel and over the link). dataset: cifar10 (test) or kodak."""
+    on the ideal channel and over the link). dataset: cifar10 (test) or kodak.
+    '<codec>+refiner' adds the diffusion refiner after the decoder, refine_steps ('1,4') DDIM
+    steps, each its own curve; over the link the steps travel in the header."""
     from .core.config import load_config
     from .core.fading import block_fading_gains
     from .core.separation import MCS_TABLE, mcs_index
@@ -175,7 +207,15 @@ def bench_link(codec_name="deepjscc", snrs=(0, 5, 10, 15, 20), n_images=200, dat
                 mcs_index(policy)           # a bad name stops here, before any run
             except ValueError as err:
                 raise CodecError(f"--mcs: {err}") from None
-    codecs = {name: make_codec(name) for name in names}
+    pairs = {name: _codec_and_refiner(name) for name in names}
+    codecs = {name: pair[0] for name, pair in pairs.items()}
+    steps_list = [int(k) for k in str(refine_steps).split(",") if k.strip()]
+    for name, (_, refiner) in pairs.items():
+        for k in steps_list if refiner is not None else []:
+            try:
+                refiner.check_steps(k)
+            except ValueError as err:
+                raise CodecError(f"--refine-steps: {err}") from None
     for name, codec in codecs.items():
         for c in cbrs if getattr(codec, "rate_count", 1) > 1 else []:
             try:
@@ -188,7 +228,7 @@ def bench_link(codec_name="deepjscc", snrs=(0, 5, 10, 15, 20), n_images=200, dat
         classifier = Classifier()
         judge = (classifier, np.array([classifier.label_index(cifar_label(f)) for f in files]))
         accuracy_original = _accuracy(judge, images)["accuracy"]
-    series = list(_series(codecs, policies, cbrs))
+    series = list(_series(codecs, policies, cbrs, steps_list))
     first = codecs[names[0]]
     result = {"codec": codec_name,
               "cbr": first.cbr_at(first.rate_index_for_cbr(cbrs[0])) if cbrs and getattr(first, "rate_count", 1) > 1 else first.cbr,
@@ -209,9 +249,10 @@ def bench_link(codec_name="deepjscc", snrs=(0, 5, 10, 15, 20), n_images=200, dat
     summaries = []
     bar = tqdm(total=2 * len(snrs) * len(series), desc="bench link", unit="point")
     for snr in snrs:
-        for name, policy in series:
-            codec = codecs[name]
-            extra, overrides, rate = {"codec": name}, [f"codec.name={name}"], 0
+        for name, policy, steps in series:
+            codec, refiner = pairs[name]
+            extra = {"codec": name, "refine_steps": steps}
+            overrides, rate = [f"codec.name={codec.name}", f"codec.refine_steps={steps}"], 0
             if fading != "none":
                 overrides.append("channel.fading=rayleigh_block")
             if policy is not None and name.startswith("separation"):
@@ -225,10 +266,12 @@ def bench_link(codec_name="deepjscc", snrs=(0, 5, 10, 15, 20), n_images=200, dat
                 rate = codec.rate_index_for_cbr(policy)
                 extra.update(cbr=codec.cbr_label(rate), rate_index=rate, groups=codec.groups_sent(rate))
                 overrides.append(f"codec.rate_index={rate}")
-            point = ideal_awgn_point(codec, images, float(snr), mean_image, rate, judge=judge, fade_power=fade_power)
+            point = ideal_awgn_point(codec, images, float(snr), mean_image, rate, judge=judge, fade_power=fade_power,
+                                     refiner=refiner, refine_steps=steps)
             result["points"].append({"snr_db": float(snr), "channel": "awgn_ideal", **extra, **point})
             bar.update()
             tag = name if policy is None else f"{name}_{policy.replace('/', '-')}"
+            tag += f"_steps{steps}" if refiner is not None else ""
             point, summary = ofdm_zmq_point(config, files, float(snr), Path(work_dir) / tag / f"snr{snr}",
                                             mean_image, overrides, judge)
             if "source_codec" in result["points"][-1]:
@@ -264,6 +307,8 @@ def _curve_label(p):
         label += f" ({p['mcs_policy']})"
     if p.get("groups"):
         label += f" CBR {p['cbr']}"
+    if p.get("refine_steps"):
+        label += f" {p['refine_steps']} steps"
     return f"{label} {p['channel']}".strip()
 
 
@@ -311,14 +356,16 @@ def plot_link(result, path):
 
 
 def format_link_table(result) -> str:
-    lines = ["| SNR (dB) | codec | channel | MCS or CBR | PSNR (dB) | MS-SSIM | accuracy | SNR est (dB) | lost |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = ["| SNR (dB) | codec | channel | MCS or CBR | refine steps | PSNR (dB) | MS-SSIM | accuracy | "
+             "SNR est (dB) | lost |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for p in result["points"]:
         est = f"{p['snr_est_db']:.2f}" if p.get("snr_est_db") is not None else "-"
         acc = "-" if p.get("accuracy") is None else f"{p['accuracy']:.3f}"
         mcs = f"{p['mcs']} ({p['mcs_policy']}, {p['payload_bytes']} B)" if p.get("mcs") else \
             f"CBR {p['cbr']} ({p['groups']} groups)" if p.get("groups") else "-"
-        lines.append(f"| {p['snr_db']:.0f} | {p.get('codec', result['codec'])} | {p['channel']} | {mcs} | "
+        steps = f"{p.get('refine_steps', 0)}" + (f" ({p['refine_ms_p50']:.0f} ms)" if p.get("refine_ms_p50") else "")
+        lines.append(f"| {p['snr_db']:.0f} | {p.get('codec', result['codec'])} | {p['channel']} | {mcs} | {steps} | "
                      f"{p['psnr_db']:.2f} | {p['ms_ssim']:.4f} | {acc} | {est} | "
                      f"{p['lost']} |")
     return "\n".join(lines)
@@ -374,7 +421,7 @@ def model_bound(config, trace, overrides=()) -> dict:
     from .apps.flowgraphs import calibration_path
     from .apps.run import parse_overrides
     from .core.config import load_config
-    from .core.controller import Action, CalibrationTable, CostModel, clairvoyant_bound
+    from .core.controller import CalibrationTable, CostModel, clairvoyant_bound
     cfg = load_config(config, parse_overrides(overrides))
     ctrl = cfg["controller"]
     table = CalibrationTable.load(calibration_path(cfg))

@@ -58,7 +58,7 @@ def cmd_bench(args) -> int:
     args.images = args.images or 200
     result = bench_link(args.codec, snrs, args.images, args.data, args.config,
                         args.json or "out/bench_link.json", args.plot or "out/bench_link.png", mcs=args.mcs,
-                        cbr=args.cbr, fading=args.fading, dataset=args.dataset)
+                        cbr=args.cbr, fading=args.fading, dataset=args.dataset, refine_steps=args.refine_steps)
     print(format_link_table(result))
     t = result["throughput"]
     print(f"throughput: {t['samples_per_s'] / 1e3:.0f} kS/s, {t['images_per_s']:.1f} images/s, "
@@ -86,10 +86,13 @@ def main(argv=None) -> int:
     b = sub.add_parser("bench", help="benchmarks (writes JSON and a PNG plot)")
     b.add_argument("what", choices=["link", "calibrate", "control"])
     b.add_argument("--codec", default="deepjscc", help="link: one codec or several, comma-separated "
-                   "(deepjscc, deepjscc_sr, separation, separation-webp|-jpeg2000|-avif); calibrate, control: one")
+                   "(deepjscc, deepjscc_sr, swinjscc, <codec>+refiner, separation, separation-webp|-jpeg2000|-avif); "
+                   "calibrate, control: one")
+    b.add_argument("--refine-steps", default="1", help="link, <codec>+refiner: diffusion refiner DDIM steps, "
+                   "comma-separated, each its own curve (e.g. 1,4)")
     b.add_argument("--mcs", default="oracle", help="link, separation: 'oracle' (best MCS per SNR), an MCS "
                    "name or index (e.g. 64qam-1/2), or several comma-separated, one curve each")
-    b.add_argument("--cbr", default=None, help="link, successive-refinement codecs (deepjscc_sr): CBRs, "
+    b.add_argument("--cbr", default=None, help="link, successive-refinement codecs (deepjscc_sr, swinjscc): CBRs, "
                    "comma-separated, each its own curve (e.g. 1/24,1/12,1/6; default the full rate)")
     b.add_argument("--fading", default="none", choices=["none", "rayleigh"],
                    help="link: rayleigh = block fading, one Rayleigh gain per image (same gains on both channels)")
@@ -105,7 +108,7 @@ def main(argv=None) -> int:
     b.add_argument("--V", type=float, default=2e4, help="control: drift-plus-penalty weight")
     b.add_argument("--v-sweep", default="", help="control: comma-separated V values for the sweep")
     b.add_argument("--fixed-levels", default="0", help="control: power levels of the fixed policies to run")
-    for name, module in (("train", "train"), ("export", "export")):
+    for name, module in (("train", "train"), ("export", "export"), ("train-refiner", "train_refiner")):
         q = sub.add_parser(name, help=f"models/gsc_models/{module}.py (arguments passed through)")
         q.add_argument("rest", nargs=argparse.REMAINDER)
     for role in ("tx", "rx"):
@@ -119,8 +122,8 @@ def main(argv=None) -> int:
             return cmd_test(args)
         if args.command == "bench":
             return cmd_bench(args)
-        if args.command in ("train", "export"):
-            return cmd_models(args, args.command)
+        if args.command in ("train", "export", "train-refiner"):
+            return cmd_models(args, args.command.replace("-", "_"))
         from .apps.run import main as run_main
         return run_main([args.command] + args.rest)
     except (ConfigError, CodecError, ImageError, FileNotFoundError) as err:

@@ -7,6 +7,7 @@ import pmt
 from gnuradio import gr
 
 from .core.codec import CodecError, codec_for_id
+from .core.refiner import refiner_for
 from .core.reassembly import Reassembler
 from .pdu_util import make_pdu, split_pdu
 
@@ -20,29 +21,40 @@ class semantic_decoder(gr.basic_block):
     (zero symbols) once the image's timeout passes or a flush comes, and
     reported in the image's metadata.
 
+    The diffusion refiner (models/refiner) then refines the JSCC output in
+    refine_steps DDIM steps: the header's value (the transmitter's choice, e.g.
+    the controller's decoding effort), or this block's own when refine_steps >= 0.
+    A codec the refiner was not trained for is decoded without refinement, and
+    the image's metadata says so.
+
     Args:
         models_dir: where model folders live ('' = default search path).
         reassembly_timeout_s: decode an incomplete image this long after its last fragment.
-    Message ports: in (fragments), flush (decode everything pending), out (images),
-    events (images that could not be decoded, with the reason).
+        refine_steps: -1 = as each header says; 0..15 = this many for every image.
+    Message ports: in (fragments), flush (decode everything pending), control (dict
+    with refine_steps, from the next image on), out (images), events (images that
+    could not be decoded, with the reason).
     """
 
-    def __init__(self, models_dir="", reassembly_timeout_s=2.0):
+    def __init__(self, models_dir="", reassembly_timeout_s=2.0, refine_steps=-1):
         gr.basic_block.__init__(self, name="gsc_semantic_decoder", in_sig=None, out_sig=None)
         self.models_dir = models_dir or None
         self.codecs = {}
+        self.refiners = {}
+        self.refine_steps = self._checked_steps(refine_steps)
         self.reassembler = Reassembler(float(reassembly_timeout_s), self._image_symbols)
         self.lock = threading.Lock()            # one decode at a time
         self.reassembly_lock = threading.Lock()  # handler, timer and flush threads share it
         self.busy = 0                            # decodes in progress (a receiver waits for them)
         self.decode_ms = []
         self.images_out = 0
-        for port in ("in", "flush"):
+        for port in ("in", "flush", "control"):
             self.message_port_register_in(pmt.intern(port))
         for port in ("out", "events"):
             self.message_port_register_out(pmt.intern(port))
         self.set_msg_handler(pmt.intern("in"), self.handle_fragment)
         self.set_msg_handler(pmt.intern("flush"), self.handle_flush)
+        self.set_msg_handler(pmt.intern("control"), self.handle_control)
         self._stop = threading.Event()
         self._timer = None
 
@@ -84,6 +96,47 @@ class semantic_decoder(gr.basic_block):
         finally:
             self.busy -= 1
 
+    @staticmethod
+    def _checked_steps(steps) -> int:
+        steps = int(steps)
+        if not -1 <= steps <= 15:
+            raise ValueError(f"refine_steps {steps}: use -1 (as the header says) or 0 to 15")
+        return steps
+
+    def set_refine_steps(self, steps):
+        self.refine_steps = self._checked_steps(steps)
+
+    def handle_control(self, msg):
+        try:
+            command = pmt.to_python(msg)
+            self.set_refine_steps(command["refine_steps"])
+        except (KeyError, TypeError, ValueError) as err:
+            gr.log.error(f"gsc semantic_decoder: control message {pmt.to_python(msg)!r} ignored: {err} "
+                         "(send a dict with refine_steps -1..15)")
+
+    def refiner_for(self, codec_name: str):
+        if codec_name not in self.refiners:
+            self.refiners[codec_name] = refiner_for(codec_name, self.models_dir)
+        return self.refiners[codec_name]
+
+    def _refine(self, codec_name, pixels, snr_db, steps, meta):
+        """The refined image; on any refiner problem the JSCC output itself, with the reason in meta."""
+        try:
+            refiner = self.refiner_for(codec_name)
+            if refiner is None:
+                meta["refine_note"] = f"no refiner was trained for {codec_name}: decoded without refinement"
+                return pixels
+            start = time.perf_counter()
+            refined = refiner.refine(pixels, snr_db, steps, seed=int(meta.get("image_id", 0)))
+        except (CodecError, ValueError) as err:
+            gr.log.error(f"gsc semantic_decoder: image {meta.get('image_id')}: refiner: {err}; "
+                         "the JSCC output is delivered unrefined")
+            meta["refine_note"] = f"refiner failed ({err}): decoded without refinement"
+            return pixels
+        meta["refine_ms"] = (time.perf_counter() - start) * 1e3
+        meta["refine_steps_applied"] = steps
+        return refined
+
     def handle_flush(self, _msg):
         self.flush()
 
@@ -109,6 +162,10 @@ class semantic_decoder(gr.basic_block):
             start = time.perf_counter()
             pixels = codec.decode(image.symbols, int(meta["height"]), int(meta["width"]), image.snr_eff_db,
                                   int(meta.get("rate_index", 0)))
+            steps = self.refine_steps if self.refine_steps >= 0 else int(meta.get("refine_steps", 0))
+            meta["refine_steps_applied"] = 0
+            if steps:
+                pixels = self._refine(codec.name, pixels, image.snr_eff_db, steps, meta)
             meta["decode_ms"] = (time.perf_counter() - start) * 1e3
         except (CodecError, ValueError) as err:
             gr.log.error(f"gsc semantic_decoder: image {meta.get('image_id')}: {err}")

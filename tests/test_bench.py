@@ -65,3 +65,29 @@ def test_bench_link_cbr_curves_under_rayleigh_block_fading(tmp_path):
         assert abs(row["snr_est_db"] - fades[row["image_id"]]) < 1.0, (row, fades)
     for channel in ("awgn_ideal", "ofdm_zmq"):
         assert points[(channel, "1/6")]["psnr_db"] > points[(channel, "1/12")]["psnr_db"] - 0.5
+
+
+def test_bench_link_refiner_curves_carry_the_steps_over_the_link(tmp_path):
+    """'swinjscc+refiner' runs the diffusion refiner after the decoder on both channels; over the
+    link the steps travel in the header and every decoded image reports them applied."""
+    data = _cifar_folder(tmp_path, count=4)
+    result = bench_link("swinjscc,swinjscc+refiner", snrs=(5,), n_images=4, data_dir=data,
+                        json_path=tmp_path / "r.json", work_dir=tmp_path / "work", refine_steps="1,2")
+    points = {(p["codec"], p["channel"], p["refine_steps"]): p for p in result["points"]}
+    assert set(points) == {(c, ch, k) for ch in ("awgn_ideal", "ofdm_zmq")
+                           for c, k in (("swinjscc", 0), ("swinjscc+refiner", 1), ("swinjscc+refiner", 2))}
+    assert all("accuracy" in p for p in result["points"])
+    assert points[("swinjscc+refiner", "ofdm_zmq", 2)]["refine_ms_p50"] > 0
+    assert "refine_ms_p50" not in points[("swinjscc", "ofdm_zmq", 0)]
+    rows = [r for r in account(tmp_path / "work" / "swinjscc+refiner_steps2" / "snr5") if r["status"] == "decoded"]
+    assert len(rows) == 4 and all(r["refine_steps"] == 2 and r["refine_steps_applied"] == 2 for r in rows)
+
+
+def test_bench_link_refuses_a_refiner_codec_without_a_refiner(tmp_path):
+    import pytest
+    from gsc_blocks.core.codec import CodecError
+    with pytest.raises(CodecError, match="--codec separation\\+refiner: no refiner card lists separation"):
+        bench_link("separation+refiner", snrs=(5,), n_images=2, data_dir=_cifar_folder(tmp_path, 2))
+    with pytest.raises(CodecError, match="--refine-steps: refine_steps 20: the refiner takes 0 to 15 steps"):
+        bench_link("swinjscc+refiner", snrs=(5,), n_images=2, data_dir=_cifar_folder(tmp_path / "b", 2),
+                   refine_steps="20")

@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gsc_blocks.core.codec import CodecError, JSCCCodec, codec_for_id, load_card
+from gsc_blocks.core.codec import JSCCCodec, codec_for_id, load_card
 from gsc_blocks.core.images import load_image
 from gsc_blocks.core.metrics import psnr_db
 

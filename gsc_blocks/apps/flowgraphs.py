@@ -51,7 +51,8 @@ class tx_top(gr.top_block):
         ofdm, codec, ctrl = config["ofdm"], config["codec"], config["controller"]
         self.source = image_source(images, first_id=first_id, interval_s=interval_s, manifest=manifest,
                                    start_delay_s=start_delay_s, paced=ctrl["enabled"])
-        self.encoder = semantic_encoder(codec["name"], codec["rate_index"], codec["power_level"], 0,
+        self.encoder = semantic_encoder(codec["name"], codec["rate_index"], codec["power_level"],
+                                        codec["refine_steps"],
                                         codec["encoder_snr_db"], ofdm["max_fragment_symbols"], codec["models_dir"])
         self.tx = ofdm_analog_tx(ofdm["fft_len"], ofdm["cp_len"], amplitude=ofdm["amplitude"],
                                  guard_symbols=ofdm["guard_symbols"],
@@ -117,7 +118,8 @@ class rx_top(gr.top_block):
             self.radio = _usrp(config, "rx")
         self.rx = ofdm_analog_rx(ofdm["fft_len"], ofdm["cp_len"], detect_threshold=ofdm["detect_threshold"],
                                  max_fragment_symbols=ofdm["max_fragment_symbols"])
-        self.decoder = semantic_decoder(config["codec"]["models_dir"], config["rx"]["reassembly_timeout_s"])
+        self.decoder = semantic_decoder(config["codec"]["models_dir"], config["rx"]["reassembly_timeout_s"],
+                                        config["rx"]["refine_steps"])
         self.sink = image_sink(out_dir, manifest)
         self.events = blocks.message_debug()
         self.connect(self.radio, self.rx)

@@ -36,9 +36,11 @@ SCHEMA = {
     "codec": {
         "name": {"type": "str", "default": "deepjscc", "doc": "model folder under models/"},
         "rate_index": {**_num(0, 15, True), "default": 0,
-                       "doc": "rate level of the codec: deepjscc_sr sends 8 - rate_index of its 8 symbol groups "
+                       "doc": "rate level of the codec: swinjscc and deepjscc_sr send 8 - rate_index of their 8 symbol groups "
                               "(0: CBR 1/6, 4: 1/12, 6: 1/24); separation: the MCS; deepjscc: 0 only"},
         "power_level": {**_num(0, 15, True), "default": 0, "doc": "transmit power level, 2 dB per step down"},
+        "refine_steps": {**_num(0, 15, True), "default": 0,
+                         "doc": "diffusion refiner steps the header asks of the receiver (0: JSCC output only)"},
         "encoder_snr_db": {**_num(-10, 40), "default": 10.0,
                            "doc": "SNR the encoder is conditioned on (channel state known at TX)"},
         "models_dir": {"type": "str", "default": "", "doc": "folder holding the model folders ('' = search path)"},
@@ -99,6 +101,8 @@ SCHEMA = {
     "rx": {
         "reassembly_timeout_s": {**_num(0.05, 600), "default": 2.0,
                                  "doc": "decode an incomplete image this long after its last fragment"},
+        "refine_steps": {**_num(-1, 15, True), "default": -1,
+                         "doc": "diffusion refiner steps at the receiver: -1 = as each header says, 0..15 = fixed"},
     },
 }
 

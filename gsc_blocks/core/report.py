@@ -46,6 +46,8 @@ def account(out_dir) -> list[dict]:
             row.update(status="decoded", file=rx.get("file"), snr_est_db=rx.get("snr_est_db"),
                        snr_eff_db=rx.get("snr_eff_db"), fragments_lost=rx.get("fragments_lost", 0),
                        fragment_count=rx.get("fragment_count"), decode_ms=rx.get("decode_ms"))
+            row.update({k: rx[k] for k in ("refine_steps", "refine_steps_applied", "refine_ms", "refine_note")
+                        if k in rx})
             if "psnr_db" not in rx:
                 try:
                     original = load_image(item["path"])

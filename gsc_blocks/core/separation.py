@@ -17,7 +17,6 @@ import hashlib
 import io
 import zlib
 from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
 
 import numpy as np

@@ -76,6 +76,21 @@ def load_weights_npz(model_name: str, folder) -> torch.nn.Module:
     return model.eval()
 
 
+def training_record(command: str, log: dict, root: Path, data: str) -> dict:
+    """The card's "training" entry from the training command and its train_log.json."""
+    epochs = log.get("epochs", [])
+    return {
+        "command": command,
+        "data": data,
+        "data_manifest_sha256": log.get("data_manifest_sha256", manifest_sha256(root)),
+        "epochs": len(epochs),
+        "scheduled_epochs": log.get("args", {}).get("epochs"),
+        "minutes": epochs[-1].get("minutes") if epochs else None,
+        "git_commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                                     text=True).stdout.strip(),
+    }
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", choices=sorted(MODELS), default="deepjscc")
@@ -127,16 +142,8 @@ def main(argv=None):
             "weights": {"path": "weights.npz", "sha256": sha256_file(out / "weights.npz"),
                         "format": "numpy .npz of the torch state dict (no pickle)"},
         },
-        "training": {
-            "command": args.train_command,
-            "data": "CIFAR-10 train (40,000 images) from shared/datasets/cifar10/train",
-            "data_manifest_sha256": log.get("data_manifest_sha256", manifest_sha256(root)),
-            "epochs": len(log.get("epochs", [])),
-            "scheduled_epochs": log.get("args", {}).get("epochs"),
-            "minutes": log.get("epochs", [{}])[-1].get("minutes") if log.get("epochs") else None,
-            "git_commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                                         text=True).stdout.strip(),
-        },
+        "training": training_record(args.train_command, log, root,
+                                    "CIFAR-10 train (40,000 images) from shared/datasets/cifar10/train"),
         "eval": {"dataset": f"CIFAR-10 test, first {len(test_u8)} images", "channel": "ideal AWGN, true SNR",
                  "psnr_db": {str(k): round(v, 3) for k, v in table.items()}},
     }

@@ -1,0 +1,76 @@
+"""The diffusion refiner at the receiver: DDIM sampling on the ONNX denoiser.
+
+models/refiner/card.json names the codecs it was trained on, the noise
+schedule and the denoiser file (SHA-256 checked). The sampler is the same as
+the training side's (gsc_models.refiner.ddim_refine), in numpy: steps = 0
+returns the JSCC output, 1 the network's estimate of the mean residual, more
+steps a sharper posterior sample at one network evaluation each. The starting
+noise is seeded per image, so a decode is reproducible.
+"""
+import math
+from pathlib import Path
+
+import numpy as np
+
+from .codec import CodecError, _verified_session, available_models, default_providers, load_card
+
+REFINER = "refiner"
+
+
+def refiner_for(codec_name: str, models_dir=None):
+    """The refiner trained on codec_name's outputs, or None when no card lists that codec."""
+    for name in available_models(models_dir):
+        card = load_card(name, models_dir)
+        if card.get("kind") == "refiner" and codec_name in card.get("codecs", []):
+            return Refiner(name, models_dir)
+    return None
+
+
+class Refiner:
+    def __init__(self, name: str = REFINER, models_dir=None, providers=None):
+        self.card = load_card(name, models_dir)
+        if self.card.get("kind") != "refiner":
+            raise CodecError(f"model '{name}' is not a refiner (its card has kind {self.card.get('kind')!r})")
+        self.name = name
+        self.codecs = list(self.card["codecs"])
+        diffusion = self.card["diffusion"]
+        self.offset = float(diffusion["cosine_offset"])
+        self.scale = float(diffusion["residual_scale"])
+        self.max_steps = int(diffusion["max_steps"])
+        self.size_multiple = int(diffusion["size_multiple"])
+        self.session = _verified_session(Path(self.card["_folder"]), self.card["files"]["denoiser"],
+                                         providers or default_providers())
+
+    def alpha_sigma(self, t: float) -> tuple[float, float]:
+        f = math.cos((t + self.offset) / (1 + self.offset) * math.pi / 2)
+        f0 = math.cos(self.offset / (1 + self.offset) * math.pi / 2)
+        abar = min(max((f / f0) ** 2, 0.0), 1.0)
+        return math.sqrt(abar), math.sqrt(1.0 - abar)
+
+    def check_steps(self, steps: int) -> int:
+        if not 0 <= int(steps) <= self.max_steps:
+            raise ValueError(f"refine_steps {steps}: the refiner takes 0 to {self.max_steps} steps")
+        return int(steps)
+
+    def refine(self, image: np.ndarray, snr_db: float, steps: int, seed: int = 0) -> np.ndarray:
+        """uint8 HxWx3 (the JSCC output) -> uint8 HxWx3 after `steps` DDIM steps."""
+        steps = self.check_steps(steps)
+        h, w = image.shape[:2]
+        if steps == 0:
+            return image
+        if h % self.size_multiple or w % self.size_multiple:
+            raise ValueError(f"image is {w}x{h}: the refiner needs sides that are multiples of {self.size_multiple}")
+        coarse = np.ascontiguousarray(image.transpose(2, 0, 1)[None], np.float32) / 255.0
+        snr = np.array([[snr_db]], np.float32)
+        z = np.random.default_rng(seed).standard_normal(coarse.shape).astype(np.float32)
+        r0 = z
+        for i in range(steps, 0, -1):
+            a, s = self.alpha_sigma(i / steps)
+            v = self.session.run(None, {"z_t": z, "coarse": coarse, "t": np.array([[i / steps]], np.float32),
+                                        "snr_db": snr})[0]
+            r0 = a * z - s * v
+            eps = s * z + a * v
+            a_next, s_next = self.alpha_sigma((i - 1) / steps)
+            z = (a_next * r0 + s_next * eps).astype(np.float32)
+        out = np.clip(coarse[0] + r0[0] / self.scale, 0.0, 1.0)
+        return np.clip(np.rint(out.transpose(1, 2, 0) * 255.0), 0, 255).astype(np.uint8)

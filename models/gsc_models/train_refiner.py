@@ -1,0 +1,233 @@
+"""Train the diffusion refiner on the outputs of shipped JSCC codecs, then export it.
+
+    python -m gsc_models.train_refiner --codecs swinjscc,deepjscc_sr,deepjscc --epochs 4 \\
+        --out ../runs/refiner
+    python -m gsc_models.train_refiner --export ../runs/refiner/checkpoint.pt --out ../models/refiner \\
+        --train-command "..."
+
+Each batch goes through one of the codecs (torch weights from models/<codec>/weights.npz,
+frozen): a random SNR in the codec's training range, a random number of symbol groups for
+successive-refinement codecs, AWGN, and the decoder told the SNR with the receiver's
+estimation error. The refiner learns the residual between the original and that
+reconstruction (gsc_models.refiner). One refiner serves every codec it was trained on.
+"""
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from .data import datasets_root, load_cifar10, manifest_sha256
+from .export import load_weights_npz, save_weights_npz, sha256_file, training_record
+from .layers import awgn, keep_groups
+from .refiner import COSINE_OFFSET, RESIDUAL_SCALE, Denoiser, alpha_sigma, ddim_refine
+from .train import SUCCESSIVE, psnr_db, to_tensor
+
+MODELS_DIR = Path(__file__).resolve().parents[1]
+EVAL_SNRS = (0, 5, 10, 20)
+EVAL_STEPS = (0, 1, 2, 4, 8)
+
+
+@torch.no_grad()
+def jscc_output(codec, name, x, snr, seen, groups=None):
+    z = codec.encoder(x, snr)
+    if name in SUCCESSIVE:
+        groups = groups if groups is not None else torch.randint(1, codec.config["latent_complex"] + 1, (len(x),))
+        z, mask = keep_groups(z, groups)
+        return codec.decoder(awgn(z, snr) * mask, seen)
+    return codec.decoder(awgn(z, snr), seen)
+
+
+def v_loss(model, x, coarse, seen):
+    r = RESIDUAL_SCALE * (x - coarse)
+    t = torch.rand(len(x), 1)
+    a, s = alpha_sigma(t)
+    a, s = a[:, :, None, None], s[:, :, None, None]
+    eps = torch.randn_like(r)
+    v = model(a * r + s * eps, coarse, t, seen)
+    return torch.mean((v - (a * eps - s * r)) ** 2)
+
+
+@torch.no_grad()
+def evaluate(model, codecs, images, snrs=EVAL_SNRS, steps_list=EVAL_STEPS, batch=250, seed=0):
+    """Mean PSNR per codec, SNR and number of steps (full rate, decoder told the true SNR)."""
+    model.eval()
+    state = torch.random.get_rng_state()
+    table = {}
+    for name, codec in codecs.items():
+        for snr in snrs:
+            torch.manual_seed(seed)
+            rows = {str(k): [] for k in steps_list}
+            for i in range(0, len(images), batch):
+                x = images[i:i + batch]
+                s = torch.full((len(x), 1), float(snr))
+                full = torch.full((len(x),), codec.config["latent_complex"])
+                coarse = jscc_output(codec, name, x, s, s, full)
+                for k in steps_list:
+                    gen = torch.Generator().manual_seed(seed + i)
+                    rows[str(k)].append(psnr_db(x, ddim_refine(model, coarse, s, k, gen)))
+            table.setdefault(name, {})[str(snr)] = {k: round(float(torch.cat(v).mean()), 3) for k, v in rows.items()}
+    torch.random.set_rng_state(state)
+    model.train()
+    return table
+
+
+def train(args):
+    torch.manual_seed(args.seed)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    root = datasets_root(args.data)
+    train_x = to_tensor(load_cifar10("train", root, args.limit)[0])
+    test_x = to_tensor(load_cifar10("test", root, 500)[0])
+    names = [n.strip() for n in args.codecs.split(",") if n.strip()]
+    codecs = {n: load_weights_npz(n, MODELS_DIR / n) for n in names}
+    for codec in codecs.values():
+        codec.requires_grad_(False)
+    model = Denoiser(args.channels)
+    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
+    steps_per_epoch = len(train_x) // args.batch
+    total = steps_per_epoch * args.epochs
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / 300) * 0.5 * (1 + math.cos(math.pi * min(s, total) / total)) + 0.01)
+    log = {"args": vars(args), "data_manifest_sha256": manifest_sha256(root), "codecs": names,
+           "n_train": len(train_x), "params": sum(p.numel() for p in model.parameters()), "epochs": []}
+    start = time.time()
+    for epoch in range(args.epochs):
+        perm = torch.randperm(len(train_x))
+        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{args.epochs}", unit="batch")
+        running = None
+        for b in bar:
+            x = train_x[perm[b * args.batch:(b + 1) * args.batch]]
+            flip = torch.rand(len(x)) < 0.5
+            x[flip] = x[flip].flip(3)
+            name = names[b % len(names)]
+            snr = torch.empty(len(x), 1).uniform_(args.snr_min, args.snr_max)
+            seen = snr + torch.randn_like(snr) * args.snr_input_jitter_db
+            coarse = jscc_output(codecs[name], name, x, snr, seen)
+            loss = v_loss(model, x, coarse, seen)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
+            bar.set_postfix(v_mse=f"{running:.4f}", lr=f"{sched.get_last_lr()[0]:.1e}")
+        entry = {"epoch": epoch + 1, "minutes": round((time.time() - start) / 60, 2),
+                 "test500_psnr_db": evaluate(model, codecs, test_x, snrs=(0, 10, 20), steps_list=(0, 1, 4))}
+        log["epochs"].append(entry)
+        print(json.dumps(entry), flush=True)
+        torch.save({"config": model.config, "state_dict": model.state_dict()}, out / "checkpoint.pt")
+        (out / "train_log.json").write_text(json.dumps(log, indent=1))
+    return 0
+
+
+def export(args):
+    state = torch.load(args.export, map_location="cpu", weights_only=True)
+    model = Denoiser(**state["config"])
+    model.load_state_dict(state["state_dict"])
+    model.eval()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    n1 = torch.ones(1, 1)
+    torch.onnx.export(model, (torch.randn(1, 3, 32, 32), torch.rand(1, 3, 32, 32), n1, 10 * n1),
+                      out / "denoiser.onnx", input_names=["z_t", "coarse", "t", "snr_db"], output_names=["v"],
+                      dynamic_axes={"z_t": {0: "batch", 2: "height", 3: "width"},
+                                    "coarse": {0: "batch", 2: "height", 3: "width"},
+                                    "t": {0: "batch"}, "snr_db": {0: "batch"}, "v": {0: "batch", 2: "height", 3: "width"}},
+                      opset_version=17, dynamo=False)
+    save_weights_npz(model, out / "weights.npz")
+    log_path = Path(args.export).parent / "train_log.json"
+    log = json.loads(log_path.read_text()) if log_path.exists() else {}
+    root = datasets_root(args.data)
+    names = log.get("codecs") or [n.strip() for n in args.codecs.split(",")]
+    codecs = {n: load_weights_npz(n, MODELS_DIR / n) for n in names}
+    test_x = to_tensor(load_cifar10("test", root, args.eval_images)[0])
+    table = evaluate(model, codecs, test_x)
+    card = {
+        "name": "refiner",
+        "kind": "refiner",
+        "codecs": names,
+        "architecture": f"conditional diffusion U-Net {model.config} (two downsamplings, FiLM on time and SNR), "
+                        "v-prediction on the scaled residual, cosine schedule, DDIM sampling",
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "config": model.config,
+        "diffusion": {"schedule": "cosine", "cosine_offset": COSINE_OFFSET, "residual_scale": RESIDUAL_SCALE,
+                      "prediction": "v", "sampler": "DDIM eta=0, t = steps/steps .. 1/steps",
+                      "max_steps": 15, "size_multiple": 4},
+        "files": {
+            "denoiser": {"path": "denoiser.onnx", "sha256": sha256_file(out / "denoiser.onnx"),
+                         "inputs": {"z_t": "float32 [N,3,H,W] noisy scaled residual", "coarse":
+                                    "float32 [N,3,H,W] JSCC output in [0,1]", "t": "float32 [N,1] in [0,1]",
+                                    "snr_db": "float32 [N,1]"},
+                         "outputs": {"v": "float32 [N,3,H,W]"}},
+            "weights": {"path": "weights.npz", "sha256": sha256_file(out / "weights.npz"),
+                        "format": "numpy .npz of the torch state dict (no pickle)"},
+        },
+        "training": training_record(args.train_command, log, root, "CIFAR-10 train (40,000 images) from "
+                                    "shared/datasets/cifar10/train, through the codecs above"),
+        "eval": {"dataset": f"CIFAR-10 test, first {len(test_x)} images",
+                 "channel": "ideal AWGN, true SNR, full rate", "psnr_db": table},
+    }
+    (out / "card.json").write_text(json.dumps(card, indent=2) + "\n")
+    head = " | ".join(f"{k} steps" for k in EVAL_STEPS)
+    rows = [f"| {name} | {snr} | " + " | ".join(f"{by[str(k)]:.2f}" for k in EVAL_STEPS) + " |"
+            for name, per in table.items() for snr, by in per.items()]
+    (out / "card.md").write_text(f"""# Model card: refiner
+
+- Architecture: {card['architecture']}; {card['parameters']:,} parameters.
+- Refines the output of: {', '.join(names)} (one model for all; conditioned on the receiver's SNR estimate).
+- Steps: 0 is the JSCC output; 1 is the network's estimate of the residual's mean (a learned post-filter);
+  more steps sample the posterior with DDIM, one network evaluation each. Max 15 (the header's 4-bit field).
+- Data: {card['training']['data']}; dataset MANIFEST.sha256 hash `{card['training']['data_manifest_sha256']}`.
+- Training command (run from `models/`): `{args.train_command}`
+  ({card['training']['epochs']} of {card['training']['scheduled_epochs']} scheduled epochs,
+  {card['training']['minutes']} minutes on this project's 2-core CPU machine, sharing it with other work).
+- Export: `python -m gsc_models.train_refiner --export ../runs/refiner/checkpoint.pt --out ../models/refiner --train-command ...`
+
+## Eval (PSNR in dB; {card['eval']['dataset']}, {card['eval']['channel']})
+
+| codec | SNR (dB) | {head} |
+| --- | --- |{' --- |' * len(EVAL_STEPS)}
+{chr(10).join(rows)}
+
+## Files
+
+| file | SHA-256 |
+| --- | --- |
+| denoiser.onnx | `{card['files']['denoiser']['sha256']}` |
+| weights.npz | `{card['files']['weights']['sha256']}` |
+
+The runtime (gsc_blocks.core.refiner) refuses a file whose SHA-256 differs from card.json.
+""")
+    print(json.dumps(card["eval"], indent=1))
+    return 0
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--codecs", default="swinjscc,deepjscc_sr,deepjscc", help="shipped codecs whose outputs it refines")
+    p.add_argument("--channels", type=int, default=32)
+    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--snr-min", type=float, default=-2.0)
+    p.add_argument("--snr-max", type=float, default=22.0)
+    p.add_argument("--snr-input-jitter-db", type=float, default=0.5)
+    p.add_argument("--data", default=None)
+    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--out", required=True)
+    p.add_argument("--export", default=None, help="checkpoint to export to ONNX + card into --out")
+    p.add_argument("--train-command", default="", help="with --export: the exact command that trained it")
+    p.add_argument("--eval-images", type=int, default=1000)
+    args = p.parse_args(argv)
+    return export(args) if args.export else train(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
