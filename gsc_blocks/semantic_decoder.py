@@ -7,7 +7,7 @@ import pmt
 from gnuradio import gr
 
 from .core.codec import CodecError, codec_for_id
-from .core.refiner import refiner_for
+from .core.refiner import Refiner, refiner_name_for
 from .core.reassembly import Reassembler
 from .pdu_util import make_pdu, split_pdu
 
@@ -40,7 +40,8 @@ class semantic_decoder(gr.basic_block):
         gr.basic_block.__init__(self, name="gsc_semantic_decoder", in_sig=None, out_sig=None)
         self.models_dir = models_dir or None
         self.codecs = {}
-        self.refiners = {}
+        self.refiners = {}                       # refiner name -> Refiner
+        self.refiner_names = {}                  # codec name -> refiner name (None: no refiner)
         self.refine_steps = self._checked_steps(refine_steps)
         self.reassembler = Reassembler(float(reassembly_timeout_s), self._image_symbols)
         self.lock = threading.Lock()            # one decode at a time
@@ -115,9 +116,13 @@ class semantic_decoder(gr.basic_block):
                          "(send a dict with refine_steps -1..15)")
 
     def refiner_for(self, codec_name: str):
-        if codec_name not in self.refiners:
-            self.refiners[codec_name] = refiner_for(codec_name, self.models_dir)
-        return self.refiners[codec_name]
+        """The refiner for a codec; one ONNX session per refiner, shared by the codecs it serves."""
+        if codec_name not in self.refiner_names:
+            self.refiner_names[codec_name] = refiner_name_for(codec_name, self.models_dir)
+        name = self.refiner_names[codec_name]
+        if name is not None and name not in self.refiners:
+            self.refiners[name] = Refiner(name, self.models_dir)
+        return self.refiners.get(name)
 
     def _refine(self, codec_name, pixels, snr_db, steps, meta):
         """The refined image; on any refiner problem the JSCC output itself, with the reason in meta."""

@@ -17,13 +17,19 @@ from .codec import CodecError, _verified_session, available_models, default_prov
 REFINER = "refiner"
 
 
-def refiner_for(codec_name: str, models_dir=None):
-    """The refiner trained on codec_name's outputs, or None when no card lists that codec."""
+def refiner_name_for(codec_name: str, models_dir=None):
+    """The model name of the refiner trained on codec_name's outputs, or None when no card lists it."""
     for name in available_models(models_dir):
         card = load_card(name, models_dir)
         if card.get("kind") == "refiner" and codec_name in card.get("codecs", []):
-            return Refiner(name, models_dir)
+            return name
     return None
+
+
+def refiner_for(codec_name: str, models_dir=None):
+    """The refiner trained on codec_name's outputs, or None when no card lists that codec."""
+    name = refiner_name_for(codec_name, models_dir)
+    return Refiner(name, models_dir) if name else None
 
 
 class Refiner:

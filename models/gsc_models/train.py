@@ -62,6 +62,22 @@ def evaluate(model, images: torch.Tensor, snrs=(0, 10, 20), batch=500, seed=0, g
     return table
 
 
+def warmup_cosine(opt, total: int, warmup: int):
+    """Linear warm-up over `warmup` steps, then cosine decay to 1% of the base rate at `total`."""
+    return torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, total) / total)) + 0.01)
+
+
+def flipped_batches(images: torch.Tensor, batch: int):
+    """One epoch in a fresh random order, each image flipped left-right with probability 1/2."""
+    perm = torch.randperm(len(images))
+    for b in range(len(images) // batch):
+        x = images[perm[b * batch:(b + 1) * batch]]
+        flip = torch.rand(len(x)) < 0.5
+        x[flip] = x[flip].flip(3)
+        yield x
+
+
 def to_tensor(images_u8: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(images_u8).permute(0, 3, 1, 2).float().div_(255.0)
 
@@ -108,20 +124,16 @@ def main(argv=None):
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     steps_per_epoch = len(train) // args.batch
     total = steps_per_epoch * args.epochs
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / 500) * 0.5 * (1 + math.cos(math.pi * min(s, total) / total)) + 0.01)
+    sched = warmup_cosine(opt, total, 500)
     log = {"args": vars(args), "data_manifest_sha256": manifest_sha256(root),
            "n_train": len(train), "params": sum(p.numel() for p in model.parameters()), "epochs": []}
     start = time.time()
     step = 0
     for epoch in range(args.epochs):
-        perm = torch.randperm(len(train))
-        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{args.epochs}", unit="batch")
+        bar = tqdm(flipped_batches(train, args.batch), total=steps_per_epoch,
+                   desc=f"epoch {epoch + 1}/{args.epochs}", unit="batch")
         running = None
-        for b in bar:
-            x = train[perm[b * args.batch:(b + 1) * args.batch]]
-            flip = torch.rand(len(x)) < 0.5
-            x[flip] = x[flip].flip(3)
+        for x in bar:
             x = x.to(args.device)
             snr = torch.empty(len(x), 1, device=args.device).uniform_(args.snr_min, args.snr_max)
             seen = snr + torch.randn_like(snr) * args.snr_input_jitter_db

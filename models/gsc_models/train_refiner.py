@@ -13,7 +13,6 @@ reconstruction (gsc_models.refiner). One refiner serves every codec it was train
 """
 import argparse
 import json
-import math
 import time
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from .data import datasets_root, load_cifar10, manifest_sha256
 from .export import load_weights_npz, save_weights_npz, sha256_file, training_record
 from .layers import awgn, keep_groups
 from .refiner import COSINE_OFFSET, RESIDUAL_SCALE, Denoiser, alpha_sigma, ddim_refine
-from .train import SUCCESSIVE, psnr_db, to_tensor
+from .train import SUCCESSIVE, flipped_batches, psnr_db, to_tensor, warmup_cosine
 
 MODELS_DIR = Path(__file__).resolve().parents[1]
 EVAL_SNRS = (0, 5, 10, 20)
@@ -92,19 +91,15 @@ def train(args):
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     steps_per_epoch = len(train_x) // args.batch
     total = steps_per_epoch * args.epochs
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / 300) * 0.5 * (1 + math.cos(math.pi * min(s, total) / total)) + 0.01)
+    sched = warmup_cosine(opt, total, 300)
     log = {"args": vars(args), "data_manifest_sha256": manifest_sha256(root), "codecs": names,
            "n_train": len(train_x), "params": sum(p.numel() for p in model.parameters()), "epochs": []}
     start = time.time()
     for epoch in range(args.epochs):
-        perm = torch.randperm(len(train_x))
-        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{args.epochs}", unit="batch")
+        bar = tqdm(flipped_batches(train_x, args.batch), total=steps_per_epoch,
+                   desc=f"epoch {epoch + 1}/{args.epochs}", unit="batch")
         running = None
-        for b in bar:
-            x = train_x[perm[b * args.batch:(b + 1) * args.batch]]
-            flip = torch.rand(len(x)) < 0.5
-            x[flip] = x[flip].flip(3)
+        for b, x in enumerate(bar):
             name = names[b % len(names)]
             snr = torch.empty(len(x), 1).uniform_(args.snr_min, args.snr_max)
             seen = snr + torch.randn_like(snr) * args.snr_input_jitter_db
