@@ -121,8 +121,18 @@ class semantic_decoder(gr.basic_block):
             self.refiner_names[codec_name] = refiner_name_for(codec_name, self.models_dir)
         name = self.refiner_names[codec_name]
         if name is not None and name not in self.refiners:
-            self.refiners[name] = Refiner(name, self.models_dir)
-        return self.refiners.get(name)
+            try:
+                self.refiners[name] = Refiner(name, self.models_dir)
+            except CodecError as err:
+                # A missing or tampered file stays so for the run: load (and hash) it once, log it once.
+                self.refiners[name] = err
+                gr.log.error(f"gsc semantic_decoder: refiner {name}: {err}; images of {codec_name} are "
+                             "delivered unrefined")
+                raise
+        refiner = self.refiners.get(name)
+        if isinstance(refiner, CodecError):
+            raise refiner
+        return refiner
 
     def _refine(self, codec_name, pixels, snr_db, steps, meta):
         """The refined image; on any refiner problem the JSCC output itself, with the reason in meta."""
@@ -133,7 +143,10 @@ class semantic_decoder(gr.basic_block):
                 return pixels
             start = time.perf_counter()
             refined = refiner.refine(pixels, snr_db, steps, seed=int(meta.get("image_id", 0)))
-        except (CodecError, ValueError) as err:
+        except CodecError as err:          # the refiner's files: logged once in refiner_for
+            meta["refine_note"] = f"refiner failed ({err}): decoded without refinement"
+            return pixels
+        except ValueError as err:
             gr.log.error(f"gsc semantic_decoder: image {meta.get('image_id')}: refiner: {err}; "
                          "the JSCC output is delivered unrefined")
             meta["refine_note"] = f"refiner failed ({err}): decoded without refinement"

@@ -82,9 +82,9 @@ def test_refinement_changes_the_image_but_stays_near_the_jscc_output(refiner):
     assert np.mean(scores[1]) > np.mean(scores[0]) - 0.5, scores
 
 
-def _decode_through_block(fragments, control=None, refine_steps=-1):
+def _decode_through_block(fragments, control=None, refine_steps=-1, models_dir=MODELS):
     tb = gr.top_block()
-    decoder = semantic_decoder(str(MODELS), 5.0, refine_steps)
+    decoder = semantic_decoder(str(models_dir), 5.0, refine_steps)
     store = blocks.message_debug()
     tb.msg_connect(decoder, "out", store, "store")
     tb.start()
@@ -134,3 +134,26 @@ def test_decoder_block_delivers_unrefined_when_no_refiner_fits():
     out = _decode_through_block([(meta, symbols)])
     assert len(out) == 1 and out[0][0]["refine_steps_applied"] == 0
     assert out[0][0]["refine_note"] == "no refiner was trained for separation: decoded without refinement"
+
+
+def test_tampered_refiner_costs_one_load_and_no_image(tmp_path, monkeypatch):
+    """A refiner whose ONNX fails its SHA-256 check is tried once; every image still arrives, unrefined."""
+    for name in ("swinjscc", "refiner"):
+        (tmp_path / name).mkdir()
+        for f in (MODELS / name).iterdir():
+            (tmp_path / name / f.name).write_bytes(f.read_bytes())
+    onnx = tmp_path / "refiner" / "denoiser.onnx"
+    data = bytearray(onnx.read_bytes())
+    data[-100] ^= 0xFF
+    onnx.write_bytes(bytes(data))
+    loads = []
+    original = semantic_decoder.refiner_for.__globals__["Refiner"]
+    monkeypatch.setitem(semantic_decoder.refiner_for.__globals__, "Refiner",
+                        lambda *a, **k: loads.append(a) or original(*a, **k))
+    swin = JSCCCodec("swinjscc", MODELS)
+    out = _decode_through_block([_fragment(swin, 1, 2), _fragment(swin, 2, 2)], models_dir=tmp_path)
+    assert sorted(m["image_id"] for m, _ in out) == [1, 2] and len(loads) == 1
+    for meta, pixels in out:
+        assert meta["refine_steps_applied"] == 0 and "denoiser.onnx has SHA-256" in meta["refine_note"]
+        assert np.array_equal(pixels.reshape(32, 32, 3),
+                              swin.decode(_fragment(swin, meta["image_id"], 0)[1], 32, 32, 3.0))

@@ -34,7 +34,8 @@ EVAL_STEPS = (0, 1, 2, 4, 8)
 def jscc_output(codec, name, x, snr, seen, groups=None):
     z = codec.encoder(x, snr)
     if name in SUCCESSIVE:
-        groups = groups if groups is not None else torch.randint(1, codec.config["latent_complex"] + 1, (len(x),))
+        groups = groups if groups is not None else torch.randint(1, codec.config["latent_complex"] + 1, (len(x),),
+                                                                 device=x.device)
         z, mask = keep_groups(z, groups)
         return codec.decoder(awgn(z, snr) * mask, seen)
     return codec.decoder(awgn(z, snr), seen)
@@ -42,7 +43,7 @@ def jscc_output(codec, name, x, snr, seen, groups=None):
 
 def v_loss(model, x, coarse, seen):
     r = RESIDUAL_SCALE * (x - coarse)
-    t = torch.rand(len(x), 1)
+    t = torch.rand(len(x), 1, device=x.device)
     a, s = alpha_sigma(t)
     a, s = a[:, :, None, None], s[:, :, None, None]
     eps = torch.randn_like(r)
@@ -86,8 +87,8 @@ def train(args):
     names = [n.strip() for n in args.codecs.split(",") if n.strip()]
     codecs = {n: load_weights_npz(n, MODELS_DIR / n) for n in names}
     for codec in codecs.values():
-        codec.requires_grad_(False)
-    model = Denoiser(args.channels)
+        codec.requires_grad_(False).to(args.device)
+    model = Denoiser(args.channels).to(args.device)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     steps_per_epoch = len(train_x) // args.batch
     total = steps_per_epoch * args.epochs
@@ -101,7 +102,8 @@ def train(args):
         running = None
         for b, x in enumerate(bar):
             name = names[b % len(names)]
-            snr = torch.empty(len(x), 1).uniform_(args.snr_min, args.snr_max)
+            x = x.to(args.device)
+            snr = torch.empty(len(x), 1, device=args.device).uniform_(args.snr_min, args.snr_max)
             seen = snr + torch.randn_like(snr) * args.snr_input_jitter_db
             coarse = jscc_output(codecs[name], name, x, snr, seen)
             loss = v_loss(model, x, coarse, seen)
@@ -111,11 +113,16 @@ def train(args):
             sched.step()
             running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
             bar.set_postfix(v_mse=f"{running:.4f}", lr=f"{sched.get_last_lr()[0]:.1e}")
+        for m in (model, *codecs.values()):
+            m.cpu()
         entry = {"epoch": epoch + 1, "minutes": round((time.time() - start) / 60, 2),
                  "test500_psnr_db": evaluate(model, codecs, test_x, snrs=(0, 10, 20), steps_list=(0, 1, 4))}
+        for m in (model, *codecs.values()):
+            m.to(args.device)
         log["epochs"].append(entry)
         print(json.dumps(entry), flush=True)
-        torch.save({"config": model.config, "state_dict": model.state_dict()}, out / "checkpoint.pt")
+        torch.save({"config": model.config, "state_dict": {k: v.cpu() for k, v in model.state_dict().items()}},
+                   out / "checkpoint.pt")
         (out / "train_log.json").write_text(json.dumps(log, indent=1))
     return 0
 
@@ -215,6 +222,8 @@ def main(argv=None):
     p.add_argument("--data", default=None)
     p.add_argument("--limit", type=int, default=None)
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                   help="torch device for training (evaluation and export run on the CPU)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--out", required=True)
     p.add_argument("--export", default=None, help="checkpoint to export to ONNX + card into --out")
