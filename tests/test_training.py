@@ -61,3 +61,24 @@ def test_refiner_training_runs_on_cpu(tiny_datasets, tmp_path):
     assert set(log["epochs"][0]["test500_psnr_db"]["deepjscc"]) == {"0", "10", "20"}
     state = torch.load(out / "checkpoint.pt", weights_only=True)
     assert all(v.device.type == "cpu" for v in state["state_dict"].values())
+
+
+def test_fine_tuned_export_records_where_it_started(tiny_datasets, tmp_path):
+    """--init from a shipped model, then export: the card names the model, weights and run it started from."""
+    from gsc_models.export import main as export
+    from gsc_models.train import main as train
+    shipped = Path(__file__).resolve().parents[1] / "models" / "deepjscc"
+    run = tmp_path / "run"
+    assert train(["--model", "deepjscc", "--init", str(shipped), "--epochs", "1", "--batch", "4", "--loss", "psnr",
+                  "--data", str(tiny_datasets), "--device", "cpu", "--out", str(run)]) == 0
+    out = tmp_path / "deepjscc"
+    assert export(["--model", "deepjscc", "--checkpoint", str(run / "checkpoint.pt"), "--out", str(out),
+                   "--train-command", "python -m gsc_models.train --model deepjscc --init ...",
+                   "--data", str(tiny_datasets), "--eval-images", "8"]) == 0
+    card = json.loads((out / "card.json").read_text())
+    before = json.loads((shipped / "card.json").read_text())
+    assert card["training"]["epochs"] == 1 and card["training"]["init"]["model"] == "deepjscc"
+    assert card["training"]["init"]["weights_sha256"] == before["files"]["weights"]["sha256"]
+    assert card["training"]["init"]["training"]["command"] == before["training"]["command"]
+    assert f"Started from `deepjscc` (weights.npz SHA-256 `{before['files']['weights']['sha256']}`)" \
+        in (out / "card.md").read_text()

@@ -76,9 +76,24 @@ def load_weights_npz(model_name: str, folder) -> torch.nn.Module:
     return model.eval()
 
 
+def init_record(log: dict) -> dict | None:
+    """A fine-tuned checkpoint's starting point: the shipped model named by the run's --init, with its
+    weights' SHA-256 and its own training record (read before an export overwrites that folder)."""
+    init = log.get("args", {}).get("init")
+    if not init:
+        return None
+    for folder in (Path(init), Path(__file__).resolve().parents[1] / Path(init).name):
+        if (folder / "card.json").exists():
+            card = json.loads((folder / "card.json").read_text())
+            return {"model": card["name"], "weights_sha256": card["files"]["weights"]["sha256"],
+                    "training": card["training"]}
+    return {"folder": str(init)}
+
+
 def training_record(command: str, log: dict, root: Path, data: str) -> dict:
     """The card's "training" entry from the training command and its train_log.json."""
     epochs = log.get("epochs", [])
+    init = init_record(log)
     return {
         "command": command,
         "data": data,
@@ -88,7 +103,20 @@ def training_record(command: str, log: dict, root: Path, data: str) -> dict:
         "minutes": epochs[-1].get("minutes") if epochs else None,
         "git_commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                                      text=True).stdout.strip(),
+        **({"init": init} if init else {}),
     }
+
+
+def init_lines(training: dict) -> str:
+    """card.md lines for the chain of runs a fine-tuned model started from."""
+    lines, init = [], training.get("init")
+    while init:
+        prev = init.get("training", {})
+        lines.append(f"- Started from `{init.get('model', init.get('folder'))}` (weights.npz SHA-256 "
+                     f"`{init.get('weights_sha256', '?')}`), trained with `{prev.get('command', '?')}` "
+                     f"({prev.get('epochs', '?')} epochs, {prev.get('minutes', '?')} minutes).")
+        init = prev.get("init")
+    return "".join(line + "\n" for line in lines)
 
 
 def main(argv=None):
@@ -97,7 +125,7 @@ def main(argv=None):
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--train-command", required=True, help="the exact command that trained the checkpoint")
-    p.add_argument("--train-log", default=None, help="train_log.json written beside the checkpoint")
+    p.add_argument("--train-log", default=None, help="the run's train_log.json (default: the one beside the checkpoint)")
     p.add_argument("--data", default=None)
     p.add_argument("--eval-images", type=int, default=10000)
     args = p.parse_args(argv)
@@ -105,9 +133,13 @@ def main(argv=None):
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     model = load_checkpoint(args.model, args.checkpoint)
+    log_path = Path(args.train_log) if args.train_log else Path(args.checkpoint).parent / "train_log.json"
+    log = json.loads(log_path.read_text()) if log_path.exists() else {}
+    root = datasets_root(args.data)
+    training = training_record(args.train_command, log, root,   # before --out (maybe the --init folder) changes
+                               "CIFAR-10 train (40,000 images) from shared/datasets/cifar10/train")
     export_onnx(model, out)
     save_weights_npz(model, out / "weights.npz")
-    root = datasets_root(args.data)
     test_u8, _, _ = load_cifar10("test", root, args.eval_images)
     test = to_tensor(test_u8)
     table = evaluate(model, test, snrs=EVAL_SNRS)
@@ -115,7 +147,6 @@ def main(argv=None):
     # successive refinement: PSNR per number of symbol groups sent (rate_index = groups - sent)
     by_groups = {str(g): {str(k): round(v, 3) for k, v in evaluate(model, test, snrs=EVAL_SNRS, groups=g).items()}
                  for g in range(1, groups + 1)} if args.model in SUCCESSIVE else None
-    log = json.loads(Path(args.train_log).read_text()) if args.train_log else {}
     latent_complex = model.config["latent_complex"]
     card = {
         "name": args.model,
@@ -142,8 +173,7 @@ def main(argv=None):
             "weights": {"path": "weights.npz", "sha256": sha256_file(out / "weights.npz"),
                         "format": "numpy .npz of the torch state dict (no pickle)"},
         },
-        "training": training_record(args.train_command, log, root,
-                                    "CIFAR-10 train (40,000 images) from shared/datasets/cifar10/train"),
+        "training": training,
         "eval": {"dataset": f"CIFAR-10 test, first {len(test_u8)} images", "channel": "ideal AWGN, true SNR",
                  "psnr_db": {str(k): round(v, 3) for k, v in table.items()}},
     }
@@ -174,7 +204,7 @@ def main(argv=None):
 - Training command (run from `models/`): `{args.train_command}`
   (checkpoint after {card['training']['epochs']} of {card['training']['scheduled_epochs']} scheduled epochs,
   {card['training']['minutes']} minutes on this project's 2-core CPU machine, sharing it with other work).
-- Export: `python -m gsc_models.export --model {args.model} --checkpoint ... --out models/{args.model}`.
+{init_lines(card['training'])}- Export: `python -m gsc_models.export --model {args.model} --checkpoint ... --out models/{args.model}`.
 
 ## Eval ({card['eval']['dataset']}, {card['eval']['channel']})
 
