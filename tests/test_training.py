@@ -10,6 +10,7 @@ from gsc_models import data
 from gsc_models.train import batch_loss, psnr_db
 
 SAMPLES = Path(__file__).resolve().parent / "data" / "samples"
+MODELS = Path(__file__).resolve().parents[1] / "models"
 CLASSES = "airplane automobile bird cat deer dog frog horse ship truck"
 
 
@@ -51,13 +52,16 @@ def test_jscc_training_runs_on_cpu(tiny_datasets, tmp_path, loss):
     assert state["config"] == {"channels": 8, "latent_complex": 8}
 
 
-def test_refiner_training_runs_on_cpu(tiny_datasets, tmp_path):
+@pytest.mark.parametrize("extra", [["--channels", "8"], ["--init", str(MODELS / "refiner"), "--ssim-weight", "0.5"]])
+def test_refiner_training_runs_on_cpu(tiny_datasets, tmp_path, extra):
     from gsc_models.train_refiner import main
     out = tmp_path / "run"
-    assert main(["--codecs", "deepjscc", "--channels", "8", "--epochs", "1", "--batch", "4",
+    assert main(["--codecs", "deepjscc", "--epochs", "1", "--batch", "4", *extra,
                  "--data", str(tiny_datasets), "--device", "cpu", "--out", str(out)]) == 0
     log = json.loads((out / "train_log.json").read_text())
     assert log["codecs"] == ["deepjscc"] and log["args"]["device"] == "cpu"
+    if "--init" in extra:     # started from the shipped weights, so its width
+        assert log["params"] == json.loads((MODELS / "refiner" / "card.json").read_text())["parameters"]
     assert set(log["epochs"][0]["test500_psnr_db"]["deepjscc"]) == {"0", "10", "20"}
     state = torch.load(out / "checkpoint.pt", weights_only=True)
     assert all(v.device.type == "cpu" for v in state["state_dict"].values())
@@ -67,7 +71,7 @@ def test_fine_tuned_export_records_where_it_started(tiny_datasets, tmp_path):
     """--init from a shipped model, then export: the card names the model, weights and run it started from."""
     from gsc_models.export import main as export
     from gsc_models.train import main as train
-    shipped = Path(__file__).resolve().parents[1] / "models" / "deepjscc"
+    shipped = MODELS / "deepjscc"
     run = tmp_path / "run"
     assert train(["--model", "deepjscc", "--init", str(shipped), "--epochs", "1", "--batch", "4", "--loss", "psnr",
                   "--data", str(tiny_datasets), "--device", "cpu", "--out", str(run)]) == 0
@@ -82,3 +86,20 @@ def test_fine_tuned_export_records_where_it_started(tiny_datasets, tmp_path):
     assert card["training"]["init"]["training"]["command"] == before["training"]["command"]
     assert f"Started from `deepjscc` (weights.npz SHA-256 `{before['files']['weights']['sha256']}`)" \
         in (out / "card.md").read_text()
+
+
+def test_torch_ms_ssim_matches_the_runtime_metric():
+    import numpy as np
+    from gsc_blocks.core.metrics import ms_ssim as ms_ssim_np
+    from gsc_models.layers import ms_ssim
+    rng = np.random.default_rng(0)
+    ref = np.stack([np.asarray(Image.open(f).convert("RGB")) for f in sorted(SAMPLES.glob("cifar_*.png"))[:4]])
+    noisy = np.clip(ref + rng.normal(0, 20, ref.shape), 0, 255).astype(np.uint8)
+    crop = (slice(None), slice(0, 30), slice(0, 27))                      # odd sizes too
+    for a, b in ((ref, noisy), (ref[crop], noisy[crop])):
+        t = [torch.from_numpy(v).permute(0, 3, 1, 2).double() / 255 for v in (a, b)]
+        assert np.allclose(ms_ssim(*t).numpy(), [ms_ssim_np(p, q) for p, q in zip(a, b)], atol=1e-6)
+    kodak = np.array(Image.open(SAMPLES / "kodak_kodim23.png").convert("RGB"))[:200, :300]
+    k2 = np.clip(kodak + rng.normal(0, 10, kodak.shape), 0, 255).astype(np.uint8)    # 5 scales
+    t = [torch.from_numpy(v[None]).permute(0, 3, 1, 2).double() / 255 for v in (kodak, k2)]
+    assert ms_ssim(*t).item() == pytest.approx(ms_ssim_np(kodak, k2), abs=1e-6)

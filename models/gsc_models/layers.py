@@ -1,5 +1,8 @@
 """Building blocks shared by the JSCC codecs."""
+import math
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -75,3 +78,36 @@ def keep_groups(latent: torch.Tensor, groups: torch.Tensor):
     # complex power per kept symbol: sum of squares over the 2*groups*h*w kept reals, times 2
     power = kept.pow(2).sum(dim=(1, 2, 3), keepdim=True) / (groups.to(latent.dtype) * h * w)[:, None, None, None]
     return kept / torch.sqrt(power + 1e-12), mask
+
+
+_MS_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
+
+
+def ms_ssim(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Differentiable MS-SSIM per image of [N,3,H,W] tensors in [0,1]: the same definition as the
+    runtime's numpy metric (gsc_blocks.core.metrics.ms_ssim: 11-tap Gaussian window, valid filtering,
+    as many of the 5 scales as the size allows, weights renormalized)."""
+    g = torch.exp(-(torch.arange(11, dtype=x.dtype, device=x.device) - 5.0) ** 2 / (2 * 1.5 ** 2))
+    g = g / g.sum()
+    c = x.shape[1]
+    rows, cols = g.view(1, 1, 11, 1).repeat(c, 1, 1, 1), g.view(1, 1, 1, 11).repeat(c, 1, 1, 1)
+
+    def blur(t):
+        return F.conv2d(F.conv2d(t, rows, groups=c), cols, groups=c)
+
+    scales = max(1, min(5, 1 + int(math.floor(math.log2(min(x.shape[2:]) / 11)))))
+    weights = torch.tensor(_MS_WEIGHTS[:scales], dtype=x.dtype, device=x.device)
+    weights = weights / weights.sum()
+    c1, c2 = 0.01 ** 2, 0.03 ** 2
+    values = []
+    for level in range(scales):
+        mx, my = blur(x), blur(y)
+        sxx, syy, sxy = blur(x * x) - mx ** 2, blur(y * y) - my ** 2, blur(x * y) - mx * my
+        cs = (2 * sxy + c2) / (sxx + syy + c2)
+        if level == scales - 1:
+            values.append(((2 * mx * my + c1) / (mx ** 2 + my ** 2 + c1) * cs).flatten(1).mean(1))
+        else:
+            values.append(cs.flatten(1).mean(1))
+            x, y = F.avg_pool2d(x, 2), F.avg_pool2d(y, 2)
+    values = torch.stack(values, 1).clamp_min(1e-6)
+    return torch.prod(values ** weights, dim=1)

@@ -135,7 +135,7 @@ def main(argv=None):
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     steps_per_epoch = len(train) // args.batch
     total = steps_per_epoch * args.epochs
-    sched = warmup_cosine(opt, total, 500)
+    sched = warmup_cosine(opt, total, min(500, total // 4 + 1))
     log = {"args": vars(args), "data_manifest_sha256": manifest_sha256(root),
            "n_train": len(train), "params": sum(p.numel() for p in model.parameters()), "epochs": []}
     start = time.time()

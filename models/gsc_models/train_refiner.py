@@ -16,12 +16,13 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
 from .data import datasets_root, load_cifar10, manifest_sha256
 from .export import load_weights_npz, save_weights_npz, sha256_file, training_record
-from .layers import awgn, keep_groups
+from .layers import awgn, keep_groups, ms_ssim
 from .refiner import COSINE_OFFSET, RESIDUAL_SCALE, Denoiser, alpha_sigma, ddim_refine
 from .train import SUCCESSIVE, flipped_batches, psnr_db, to_tensor, warmup_cosine
 
@@ -41,14 +42,22 @@ def jscc_output(codec, name, x, snr, seen, groups=None):
     return codec.decoder(awgn(z, snr), seen)
 
 
-def v_loss(model, x, coarse, seen):
+def v_loss(model, x, coarse, seen, ssim_weight=0.0):
+    """v-prediction loss at a random t; with ssim_weight, plus that times 1 - MS-SSIM of the image the
+    network's residual estimate gives (x0 = coarse + r0), so the estimate keeps structure and contrast
+    where the mean-square one blurs."""
     r = RESIDUAL_SCALE * (x - coarse)
     t = torch.rand(len(x), 1, device=x.device)
     a, s = alpha_sigma(t)
     a, s = a[:, :, None, None], s[:, :, None, None]
     eps = torch.randn_like(r)
-    v = model(a * r + s * eps, coarse, t, seen)
-    return torch.mean((v - (a * eps - s * r)) ** 2)
+    z = a * r + s * eps
+    v = model(z, coarse, t, seen)
+    loss = torch.mean((v - (a * eps - s * r)) ** 2)
+    if ssim_weight:
+        x0 = (coarse + (a * z - s * v) / RESIDUAL_SCALE).clamp(0.0, 1.0)
+        loss = loss + ssim_weight * torch.mean(1.0 - ms_ssim(x0, x))
+    return loss
 
 
 @torch.no_grad()
@@ -88,11 +97,17 @@ def train(args):
     codecs = {n: load_weights_npz(n, MODELS_DIR / n) for n in names}
     for codec in codecs.values():
         codec.requires_grad_(False).to(args.device)
-    model = Denoiser(args.channels).to(args.device)
+    model = Denoiser(args.channels)
+    if args.init:
+        weights = np.load(Path(args.init) / "weights.npz", allow_pickle=False)
+        config = json.loads((Path(args.init) / "card.json").read_text())["config"]
+        model = Denoiser(**config)
+        model.load_state_dict({k: torch.from_numpy(weights[k]) for k in weights.files})
+    model = model.to(args.device)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     steps_per_epoch = len(train_x) // args.batch
     total = steps_per_epoch * args.epochs
-    sched = warmup_cosine(opt, total, 300)
+    sched = warmup_cosine(opt, total, min(300, total // 4 + 1))
     log = {"args": vars(args), "data_manifest_sha256": manifest_sha256(root), "codecs": names,
            "n_train": len(train_x), "params": sum(p.numel() for p in model.parameters()), "epochs": []}
     start = time.time()
@@ -106,7 +121,7 @@ def train(args):
             snr = torch.empty(len(x), 1, device=args.device).uniform_(args.snr_min, args.snr_max)
             seen = snr + torch.randn_like(snr) * args.snr_input_jitter_db
             coarse = jscc_output(codecs[name], name, x, snr, seen)
-            loss = v_loss(model, x, coarse, seen)
+            loss = v_loss(model, x, coarse, seen, args.ssim_weight)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -216,6 +231,9 @@ def main(argv=None):
     p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--ssim-weight", type=float, default=0.0,
+                   help="weight of 1 - MS-SSIM of the network's one-step image estimate, added to the v loss")
+    p.add_argument("--init", default=None, help="start from a shipped refiner folder (e.g. ../models/refiner)")
     p.add_argument("--snr-min", type=float, default=-2.0)
     p.add_argument("--snr-max", type=float, default=22.0)
     p.add_argument("--snr-input-jitter-db", type=float, default=0.5)
