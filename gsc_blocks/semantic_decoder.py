@@ -143,12 +143,10 @@ class semantic_decoder(gr.basic_block):
                 return pixels
             start = time.perf_counter()
             refined = refiner.refine(pixels, snr_db, steps, seed=int(meta.get("image_id", 0)))
-        except CodecError as err:          # the refiner's files: logged once in refiner_for
-            meta["refine_note"] = f"refiner failed ({err}): decoded without refinement"
-            return pixels
-        except ValueError as err:
-            gr.log.error(f"gsc semantic_decoder: image {meta.get('image_id')}: refiner: {err}; "
-                         "the JSCC output is delivered unrefined")
+        except (CodecError, ValueError) as err:
+            if not isinstance(err, CodecError):      # the refiner's files: logged once in refiner_for
+                gr.log.error(f"gsc semantic_decoder: image {meta.get('image_id')}: refiner: {err}; "
+                             "the JSCC output is delivered unrefined")
             meta["refine_note"] = f"refiner failed ({err}): decoded without refinement"
             return pixels
         meta["refine_ms"] = (time.perf_counter() - start) * 1e3

@@ -65,12 +65,13 @@ def save_weights_npz(model, path: Path):
     np.savez(path, **arrays)
 
 
-def load_weights_npz(model_name: str, folder) -> torch.nn.Module:
-    """Torch model of a shipped card from its weights.npz (for tests and fine-tuning)."""
+def load_weights_npz(model_name: str, folder, model_class=None) -> torch.nn.Module:
+    """Torch model of a shipped card from its weights.npz (for tests and fine-tuning); model_class
+    for models outside the codecs' MODELS (the refiner's Denoiser)."""
     import numpy as np
     folder = Path(folder)
     card = json.loads((folder / "card.json").read_text())
-    model = MODELS[model_name](**card["config"])
+    model = (model_class or MODELS[model_name])(**card["config"])
     with np.load(folder / card["files"]["weights"]["path"], allow_pickle=False) as data:
         model.load_state_dict({k: torch.from_numpy(data[k]) for k in data.files})
     return model.eval()

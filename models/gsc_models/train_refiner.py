@@ -16,7 +16,6 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -97,12 +96,7 @@ def train(args):
     codecs = {n: load_weights_npz(n, MODELS_DIR / n) for n in names}
     for codec in codecs.values():
         codec.requires_grad_(False).to(args.device)
-    model = Denoiser(args.channels)
-    if args.init:
-        weights = np.load(Path(args.init) / "weights.npz", allow_pickle=False)
-        config = json.loads((Path(args.init) / "card.json").read_text())["config"]
-        model = Denoiser(**config)
-        model.load_state_dict({k: torch.from_numpy(weights[k]) for k in weights.files})
+    model = load_weights_npz("refiner", args.init, Denoiser).train() if args.init else Denoiser(args.channels)
     model = model.to(args.device)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     steps_per_epoch = len(train_x) // args.batch
@@ -127,7 +121,7 @@ def train(args):
             opt.step()
             sched.step()
             running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
-            bar.set_postfix(v_mse=f"{running:.4f}", lr=f"{sched.get_last_lr()[0]:.1e}")
+            bar.set_postfix(loss=f"{running:.4f}", lr=f"{sched.get_last_lr()[0]:.1e}")
         for m in (model, *codecs.values()):
             m.cpu()
         entry = {"epoch": epoch + 1, "minutes": round((time.time() - start) / 60, 2),
