@@ -52,7 +52,8 @@ def test_jscc_training_runs_on_cpu(tiny_datasets, tmp_path, loss):
     assert state["config"] == {"channels": 8, "latent_complex": 8}
 
 
-@pytest.mark.parametrize("extra", [["--channels", "8"], ["--init", str(MODELS / "refiner"), "--ssim-weight", "0.5"]])
+@pytest.mark.parametrize("extra", [["--channels", "8"],
+                                   ["--init", str(MODELS / "refiner"), "--ssim-weight", "0.5", "--t1-fraction", "0.5"]])
 def test_refiner_training_runs_on_cpu(tiny_datasets, tmp_path, extra):
     from gsc_models.train_refiner import main
     out = tmp_path / "run"
@@ -62,9 +63,23 @@ def test_refiner_training_runs_on_cpu(tiny_datasets, tmp_path, extra):
     assert log["codecs"] == ["deepjscc"] and log["args"]["device"] == "cpu"
     if "--init" in extra:     # started from the shipped weights, so its width
         assert log["params"] == json.loads((MODELS / "refiner" / "card.json").read_text())["parameters"]
-    assert set(log["epochs"][0]["test500_psnr_db"]["deepjscc"]) == {"0", "10", "20"}
+    for metric in ("psnr_db", "ms_ssim"):
+        assert set(log["epochs"][0]["test500"][metric]["deepjscc"]) == {"0", "5", "10", "20"}
     state = torch.load(out / "checkpoint.pt", weights_only=True)
     assert all(v.device.type == "cpu" for v in state["state_dict"].values())
+
+
+def test_t1_fraction_trains_the_one_step_estimate():
+    """With t1_fraction = 1 every sample is at t = 1, where the v target is minus the scaled residual: a
+    fresh Denoiser (zeroed output layer, v = 0) then scores exactly the residual's mean square."""
+    from gsc_models.refiner import RESIDUAL_SCALE, Denoiser
+    from gsc_models.train_refiner import v_loss
+    torch.manual_seed(0)
+    x, coarse = torch.rand(4, 3, 16, 16), torch.rand(4, 3, 16, 16)
+    snr = torch.full((4, 1), 5.0)
+    expected = torch.mean((RESIDUAL_SCALE * (x - coarse)) ** 2)
+    assert torch.allclose(v_loss(Denoiser(8), x, coarse, snr, t1_fraction=1.0), expected)
+    assert not torch.allclose(v_loss(Denoiser(8), x, coarse, snr, t1_fraction=0.0), expected)
 
 
 def test_fine_tuned_export_records_where_it_started(tiny_datasets, tmp_path):
@@ -86,6 +101,28 @@ def test_fine_tuned_export_records_where_it_started(tiny_datasets, tmp_path):
     assert card["training"]["init"]["training"]["command"] == before["training"]["command"]
     assert f"Started from `deepjscc` (weights.npz SHA-256 `{before['files']['weights']['sha256']}`)" \
         in (out / "card.md").read_text()
+
+
+def test_refiner_export_card_has_both_metrics_and_its_provenance(tiny_datasets, tmp_path):
+    """A fine-tuned refiner's export: PSNR and MS-SSIM tables, the codec weights it learned from, and the
+    shipped refiner it started from."""
+    from gsc_models.train_refiner import main
+    run, out = tmp_path / "run", tmp_path / "refiner"
+    assert main(["--codecs", "deepjscc", "--init", str(MODELS / "refiner"), "--t1-fraction", "0.5", "--epochs", "1",
+                 "--batch", "4", "--data", str(tiny_datasets), "--device", "cpu", "--out", str(run)]) == 0
+    assert main(["--export", str(run / "checkpoint.pt"), "--out", str(out), "--train-command", "python -m ...",
+                 "--data", str(tiny_datasets), "--eval-images", "8"]) == 0
+    card = json.loads((out / "card.json").read_text())
+    shipped = json.loads((MODELS / "refiner" / "card.json").read_text())
+    deep = json.loads((MODELS / "deepjscc" / "card.json").read_text())
+    assert card["codec_weights_sha256"] == {"deepjscc": deep["files"]["weights"]["sha256"]}
+    assert card["training"]["init"]["weights_sha256"] == shipped["files"]["weights"]["sha256"]
+    for metric in ("psnr_db", "ms_ssim"):
+        assert set(card["eval"][metric]["deepjscc"]) == {"0", "5", "10", "20"}
+    ssim = card["eval"]["ms_ssim"]["deepjscc"]
+    assert all(0.0 < v <= 1.0 for per in ssim.values() for v in per.values())
+    md = (out / "card.md").read_text()
+    assert "## Eval: MS-SSIM" in md and "Started from `refiner`" in md
 
 
 def test_torch_ms_ssim_matches_the_runtime_metric():

@@ -20,7 +20,7 @@ import torch
 from tqdm import tqdm
 
 from .data import datasets_root, load_cifar10, manifest_sha256
-from .export import load_weights_npz, save_weights_npz, sha256_file, training_record
+from .export import init_lines, load_weights_npz, save_weights_npz, sha256_file, training_record
 from .layers import awgn, keep_groups, ms_ssim
 from .refiner import COSINE_OFFSET, RESIDUAL_SCALE, Denoiser, alpha_sigma, ddim_refine
 from .train import SUCCESSIVE, flipped_batches, psnr_db, to_tensor, warmup_cosine
@@ -41,12 +41,24 @@ def jscc_output(codec, name, x, snr, seen, groups=None):
     return codec.decoder(awgn(z, snr), seen)
 
 
-def v_loss(model, x, coarse, seen, ssim_weight=0.0):
+def codec_weights_sha256(names) -> dict:
+    """The shipped weights.npz SHA-256 of each codec whose outputs the refiner learns from."""
+    return {n: json.loads((MODELS_DIR / n / "card.json").read_text())["files"]["weights"]["sha256"] for n in names}
+
+
+def v_loss(model, x, coarse, seen, ssim_weight=0.0, t1_fraction=0.0):
     """v-prediction loss at a random t; with ssim_weight, plus that times 1 - MS-SSIM of the image the
     network's residual estimate gives (x0 = coarse + r0), so the estimate keeps structure and contrast
-    where the mean-square one blurs."""
+    where the mean-square one blurs.
+
+    t1_fraction of each batch is trained at t = 1, the point the one-step sampler evaluates (its output is
+    the network's estimate from pure noise: the learned post-filter). Drawn uniformly, t lands near 1
+    rarely, and the one-step output is then no better than the JSCC output. With t1_fraction > 0 the
+    MS-SSIM term applies to those t = 1 samples only."""
     r = RESIDUAL_SCALE * (x - coarse)
     t = torch.rand(len(x), 1, device=x.device)
+    n1 = int(round(t1_fraction * len(x)))
+    t[:n1] = 1.0
     a, s = alpha_sigma(t)
     a, s = a[:, :, None, None], s[:, :, None, None]
     eps = torch.randn_like(r)
@@ -55,20 +67,22 @@ def v_loss(model, x, coarse, seen, ssim_weight=0.0):
     loss = torch.mean((v - (a * eps - s * r)) ** 2)
     if ssim_weight:
         x0 = (coarse + (a * z - s * v) / RESIDUAL_SCALE).clamp(0.0, 1.0)
-        loss = loss + ssim_weight * torch.mean(1.0 - ms_ssim(x0, x))
+        pick = slice(0, n1) if n1 else slice(None)
+        loss = loss + ssim_weight * torch.mean(1.0 - ms_ssim(x0[pick], x[pick]))
     return loss
 
 
 @torch.no_grad()
 def evaluate(model, codecs, images, snrs=EVAL_SNRS, steps_list=EVAL_STEPS, batch=250, seed=0):
-    """Mean PSNR per codec, SNR and number of steps (full rate, decoder told the true SNR)."""
+    """Mean PSNR and MS-SSIM per codec, SNR and number of steps (full rate, decoder told the true SNR):
+    {"psnr_db": {codec: {snr: {steps: value}}}, "ms_ssim": {...}}."""
     model.eval()
     state = torch.random.get_rng_state()
-    table = {}
+    tables = {"psnr_db": {}, "ms_ssim": {}}
     for name, codec in codecs.items():
         for snr in snrs:
             torch.manual_seed(seed)
-            rows = {str(k): [] for k in steps_list}
+            rows = {metric: {str(k): [] for k in steps_list} for metric in tables}
             for i in range(0, len(images), batch):
                 x = images[i:i + batch]
                 s = torch.full((len(x), 1), float(snr))
@@ -76,11 +90,15 @@ def evaluate(model, codecs, images, snrs=EVAL_SNRS, steps_list=EVAL_STEPS, batch
                 coarse = jscc_output(codec, name, x, s, s, full)
                 for k in steps_list:
                     gen = torch.Generator().manual_seed(seed + i)
-                    rows[str(k)].append(psnr_db(x, ddim_refine(model, coarse, s, k, gen)))
-            table.setdefault(name, {})[str(snr)] = {k: round(float(torch.cat(v).mean()), 3) for k, v in rows.items()}
+                    y = ddim_refine(model, coarse, s, k, gen)
+                    rows["psnr_db"][str(k)].append(psnr_db(x, y))
+                    rows["ms_ssim"][str(k)].append(ms_ssim(y, x))
+            for metric, digits in (("psnr_db", 3), ("ms_ssim", 5)):
+                tables[metric].setdefault(name, {})[str(snr)] = {
+                    k: round(float(torch.cat(v).mean()), digits) for k, v in rows[metric].items()}
     torch.random.set_rng_state(state)
     model.train()
-    return table
+    return tables
 
 
 def train(args):
@@ -103,6 +121,7 @@ def train(args):
     total = steps_per_epoch * args.epochs
     sched = warmup_cosine(opt, total, min(300, total // 4 + 1))
     log = {"args": vars(args), "data_manifest_sha256": manifest_sha256(root), "codecs": names,
+           "codec_weights_sha256": codec_weights_sha256(names),
            "n_train": len(train_x), "params": sum(p.numel() for p in model.parameters()), "epochs": []}
     start = time.time()
     for epoch in range(args.epochs):
@@ -115,7 +134,7 @@ def train(args):
             snr = torch.empty(len(x), 1, device=args.device).uniform_(args.snr_min, args.snr_max)
             seen = snr + torch.randn_like(snr) * args.snr_input_jitter_db
             coarse = jscc_output(codecs[name], name, x, snr, seen)
-            loss = v_loss(model, x, coarse, seen, args.ssim_weight)
+            loss = v_loss(model, x, coarse, seen, args.ssim_weight, args.t1_fraction)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -125,7 +144,7 @@ def train(args):
         for m in (model, *codecs.values()):
             m.cpu()
         entry = {"epoch": epoch + 1, "minutes": round((time.time() - start) / 60, 2),
-                 "test500_psnr_db": evaluate(model, codecs, test_x, snrs=(0, 10, 20), steps_list=(0, 1, 4))}
+                 "test500": evaluate(model, codecs, test_x, snrs=(0, 5, 10, 20), steps_list=(0, 1, 4))}
         for m in (model, *codecs.values()):
             m.to(args.device)
         log["epochs"].append(entry)
@@ -157,11 +176,12 @@ def export(args):
     names = log.get("codecs") or [n.strip() for n in args.codecs.split(",")]
     codecs = {n: load_weights_npz(n, MODELS_DIR / n) for n in names}
     test_x = to_tensor(load_cifar10("test", root, args.eval_images)[0])
-    table = evaluate(model, codecs, test_x)
+    tables = evaluate(model, codecs, test_x)
     card = {
         "name": "refiner",
         "kind": "refiner",
         "codecs": names,
+        "codec_weights_sha256": log.get("codec_weights_sha256") or codec_weights_sha256(names),
         "architecture": f"conditional diffusion U-Net {model.config} (two downsamplings, FiLM on time and SNR), "
                         "v-prediction on the scaled residual, cosine schedule, DDIM sampling",
         "parameters": sum(p.numel() for p in model.parameters()),
@@ -181,12 +201,15 @@ def export(args):
         "training": training_record(args.train_command, log, root, "CIFAR-10 train (40,000 images) from "
                                     "shared/datasets/cifar10/train, through the codecs above"),
         "eval": {"dataset": f"CIFAR-10 test, first {len(test_x)} images",
-                 "channel": "ideal AWGN, true SNR, full rate", "psnr_db": table},
+                 "channel": "ideal AWGN, true SNR, full rate", **tables},
     }
     (out / "card.json").write_text(json.dumps(card, indent=2) + "\n")
     head = " | ".join(f"{k} steps" for k in EVAL_STEPS)
-    rows = [f"| {name} | {snr} | " + " | ".join(f"{by[str(k)]:.2f}" for k in EVAL_STEPS) + " |"
-            for name, per in table.items() for snr, by in per.items()]
+    rows = {metric: "\n".join(f"| {name} | {snr} | " + " | ".join(f"{by[str(k)]:{fmt}}" for k in EVAL_STEPS) + " |"
+                              for name, per in tables[metric].items() for snr, by in per.items())
+            for metric, fmt in (("psnr_db", ".2f"), ("ms_ssim", ".4f"))}
+    started = init_lines(card["training"])
+    codec_list = ", ".join(f"`{n}` `{h[:16]}...`" for n, h in card["codec_weights_sha256"].items())
     (out / "card.md").write_text(f"""# Model card: refiner
 
 - Architecture: {card['architecture']}; {card['parameters']:,} parameters.
@@ -197,13 +220,20 @@ def export(args):
 - Training command (run from `models/`): `{args.train_command}`
   ({card['training']['epochs']} of {card['training']['scheduled_epochs']} scheduled epochs,
   {card['training']['minutes']} minutes on this project's 2-core CPU machine, sharing it with other work).
+{started}- Codec weights it learned from (weights.npz SHA-256): {codec_list}.
 - Export: `python -m gsc_models.train_refiner --export ../runs/refiner/checkpoint.pt --out ../models/refiner --train-command ...`
 
-## Eval (PSNR in dB; {card['eval']['dataset']}, {card['eval']['channel']})
+## Eval: PSNR (dB); {card['eval']['dataset']}, {card['eval']['channel']}
 
 | codec | SNR (dB) | {head} |
 | --- | --- |{' --- |' * len(EVAL_STEPS)}
-{chr(10).join(rows)}
+{rows['psnr_db']}
+
+## Eval: MS-SSIM; same images and channel
+
+| codec | SNR (dB) | {head} |
+| --- | --- |{' --- |' * len(EVAL_STEPS)}
+{rows['ms_ssim']}
 
 ## Files
 
@@ -227,6 +257,8 @@ def main(argv=None):
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--ssim-weight", type=float, default=0.0,
                    help="weight of 1 - MS-SSIM of the network's one-step image estimate, added to the v loss")
+    p.add_argument("--t1-fraction", type=float, default=0.0,
+                   help="fraction of each batch trained at t = 1, the one-step (post-filter) output")
     p.add_argument("--init", default=None, help="start from a shipped refiner folder (e.g. ../models/refiner)")
     p.add_argument("--snr-min", type=float, default=-2.0)
     p.add_argument("--snr-max", type=float, default=22.0)
