@@ -33,24 +33,32 @@ def test_sizes_that_are_not_multiples_of_16_are_refused_clearly(codec):
         codec.encode(image, 10.0)
 
 
+def _mean_psnr(codec, snr_db, rate):
+    """Mean PSNR over the committed CIFAR samples through AWGN at snr_db (seeded per image)."""
+    scores = []
+    for k, path in enumerate(sorted(SAMPLES.glob("cifar_*.png"))):
+        image = load_image(path)
+        symbols = codec.encode(image, snr_db, rate)
+        rng = np.random.default_rng(k)
+        noise = (rng.standard_normal(symbols.size) + 1j * rng.standard_normal(symbols.size)) \
+            * np.sqrt(10 ** (-snr_db / 10) / 2)
+        decoded = codec.decode((symbols + noise).astype(np.complex64), 32, 32, snr_db, rate)
+        scores.append(psnr_db(image, decoded))
+    return float(np.mean(scores))
+
+
 def test_psnr_rises_with_snr_and_with_groups(codec):
-    images = [load_image(p) for p in sorted(SAMPLES.glob("cifar_*.png"))]
-
-    def mean_psnr(snr_db, rate):
-        scores = []
-        for k, image in enumerate(images):
-            symbols = codec.encode(image, snr_db, rate)
-            rng = np.random.default_rng(k)
-            noise = (rng.standard_normal(symbols.size) + 1j * rng.standard_normal(symbols.size)) \
-                * np.sqrt(10 ** (-snr_db / 10) / 2)
-            decoded = codec.decode((symbols + noise).astype(np.complex64), 32, 32, snr_db, rate)
-            scores.append(psnr_db(image, decoded))
-        return float(np.mean(scores))
-
-    by_snr = [mean_psnr(snr, 0) for snr in (0, 10, 20)]
-    assert by_snr[0] < by_snr[1] < by_snr[2] and by_snr[2] > 26.0, by_snr
-    by_rate = [mean_psnr(10.0, rate) for rate in (7, 4, 0)]
+    by_snr = [_mean_psnr(codec, snr, 0) for snr in (0, 10, 20)]
+    assert by_snr[0] < by_snr[1] < by_snr[2] and by_snr[2] > 30.0, by_snr
+    by_rate = [_mean_psnr(codec, 10.0, rate) for rate in (7, 4, 0)]
     assert by_rate[0] < by_rate[1] < by_rate[2], by_rate
+
+
+def test_leads_deepjscc_at_high_snr(codec):
+    """The shipped swinjscc is ahead of the CNN baseline at 20 dB (1.5 dB over the link on 500
+    test images; about 1.6 dB on the committed samples)."""
+    lead = _mean_psnr(codec, 20.0, 0) - _mean_psnr(JSCCCodec("deepjscc", MODELS), 20.0, 0)
+    assert lead > 0.8, lead
 
 
 def test_onnx_runtime_matches_torch_on_cifar_and_a_larger_image(codec):
