@@ -486,13 +486,14 @@ def bench_control(trace_path=None, n_images=2000, V=2e4, data_dir=None, config="
             result["policies"][name] = summary
     result["model"] = model_bound(config, trace[:n_images], [f"channel.snr_trace={trace_path}"]
                                   + ([f"codec.name={codec}"] if codec else []))
-    result["policies"]["fixed_max"] = result["fixed"].get("fixed_0")
-    meeting = [s for s in result["fixed"].values() if s["constraints_met"]]
+    if "fixed_0" in result["fixed"]:   # full power, when it was run
+        result["policies"]["fixed_max"] = result["fixed"]["fixed_0"]
+    meeting = {name: s for name, s in result["fixed"].items() if s["constraints_met"]}
     if meeting:
-        cheapest = min(meeting, key=lambda s: s["energy_per_image"])
-        result["cheapest_fixed_meeting_targets"] = cheapest
+        name = min(meeting, key=lambda n: meeting[n]["energy_per_image"])
+        result["cheapest_fixed_meeting_targets"] = {"policy": name, **meeting[name]}
         result["lyapunov_energy_saving_vs_cheapest_fixed"] = \
-            1 - result["policies"]["lyapunov"]["energy_per_image"] / cheapest["energy_per_image"]
+            1 - result["policies"]["lyapunov"]["energy_per_image"] / meeting[name]["energy_per_image"]
     if json_path:
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)
         Path(json_path).write_text(json.dumps(result, indent=1) + "\n")

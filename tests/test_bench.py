@@ -91,3 +91,23 @@ def test_bench_link_refuses_a_refiner_codec_without_a_refiner(tmp_path):
     with pytest.raises(CodecError, match="--refine-steps: refine_steps 20: the refiner takes 0 to 15 steps"):
         bench_link("swinjscc+refiner", snrs=(5,), n_images=2, data_dir=_cifar_folder(tmp_path / "b", 2),
                    refine_steps="20")
+
+
+def test_bench_control_accounts_every_slot_and_names_the_cheapest_fixed_policy(tmp_path):
+    """bench control over the real link with a rate-adaptive codec: each policy's summary covers every
+    image slot, the cheapest fixed policy that met both targets is named, and no full-power entry is
+    made up when level 0 was not run."""
+    from gsc_blocks.bench import bench_control
+    data = _cifar_folder(tmp_path / "d", 4)
+    result = bench_control(n_images=4, data_dir=data, work_dir=tmp_path / "work", fixed_levels=(1, 2),
+                           json_path=tmp_path / "control.json", codec="swinjscc")
+    assert json.loads((tmp_path / "control.json").read_text())["codec"] == "swinjscc"
+    assert set(result["policies"]) == {"lyapunov", "greedy"} and set(result["fixed"]) == {"fixed_1", "fixed_2"}
+    for summary in [*result["policies"].values(), *result["fixed"].values()]:
+        assert summary["n_images"] == 4
+    assert result["model"]["calibration"].endswith("swinjscc/calibration.json")
+    cheapest = result.get("cheapest_fixed_meeting_targets")
+    if cheapest is not None:
+        assert cheapest["policy"] in result["fixed"] and cheapest["constraints_met"]
+        assert cheapest["energy_per_image"] == min(s["energy_per_image"] for s in result["fixed"].values()
+                                                   if s["constraints_met"])
