@@ -371,32 +371,66 @@ def format_link_table(result) -> str:
     return "\n".join(lines)
 
 
-def bench_calibrate(codec_name="deepjscc", snrs=None, n_images=300, data_dir=None, out_path=None):
-    """Calibration table for the controller: ideal-AWGN PSNR per SNR and the decode time, per rate
-    (every rate index of a successive-refinement codec, the one rate of the others)."""
+def bench_calibrate(codec_name="deepjscc", snrs=None, n_images=300, data_dir=None, out_path=None,
+                    refine_steps=None):
+    """Calibration table for the controller, per rate (every rate index of a successive-refinement
+    codec, the one rate of the others) and per refiner step count: ideal-AWGN PSNR, MS-SSIM and
+    classifier accuracy per SNR, and the median decode time (decoder plus refiner). "lost" holds
+    the same metrics of the dataset mean image, what a lost image is charged.
+
+    refine_steps: the refiner step counts to measure (default 0, 1, 2 when a refiner is trained
+    for the codec, else 0 alone)."""
+    from .core.refiner import refiner_for
+    from .core.semantic import Classifier, cifar_label
     snrs = list(snrs or np.arange(-10.0, 32.5, 2.5))
     files = cifar_test_images(Path(data_dir or DEFAULT_DATA), n_images)
     images = [load_image(f) for f in files]
+    mean_image = mean_image_of(images)
     codec = make_codec(codec_name)
+    refiner = refiner_for(codec_name)
+    steps_list = sorted({int(k) for k in (refine_steps if refine_steps is not None else
+                                          ((0, 1, 2) if refiner is not None else (0,)))})
+    if any(steps_list) and refiner is None:
+        raise CodecError(f"--refine-steps {','.join(map(str, steps_list))}: no refiner card lists {codec_name} "
+                         "(models/refiner/card.json 'codecs'); calibrate with --refine-steps 0")
+    for k in steps_list if refiner is not None else []:
+        try:
+            refiner.check_steps(k)
+        except ValueError as err:
+            raise CodecError(f"--refine-steps: {err}") from None
+    classifier = Classifier()
+    judge = (classifier, np.array([classifier.label_index(cifar_label(f)) for f in files]))
+    lost = [_lost_scores(image, mean_image) for image in images]
     rate_indexes = range(getattr(codec, "rate_count", 1))
     rates = {}
-    bar = tqdm(total=len(snrs) * len(rate_indexes), desc="calibrate", unit="point")
+    bar = tqdm(total=len(snrs) * len(rate_indexes) * len(steps_list), desc="calibrate", unit="point")
     for rate in rate_indexes:
-        psnr = []
-        for s in snrs:
-            psnr.append(ideal_awgn_point(codec, images, float(s), rate_index=rate)["psnr_db"])
-            bar.update()
         symbols = codec.encode(images[0], 10.0, rate)
-        timings = []
-        for image in images[:50]:
-            start = time.perf_counter()
-            codec.decode(symbols, *image.shape[:2], 10.0, rate)
-            timings.append((time.perf_counter() - start) * 1e3)
-        rates[str(rate)] = {"symbols": int(symbols.size),
-                            "steps": {"0": {"psnr_db": [round(v, 3) for v in psnr],
-                                            "decode_ms": round(float(np.median(timings)), 3)}}}
+        rates[str(rate)] = {"symbols": int(symbols.size), "steps": {}}
+        for steps in steps_list:
+            curves = {"psnr_db": [], "ms_ssim": [], "accuracy": []}
+            for s in snrs:
+                point = ideal_awgn_point(codec, images, float(s), mean_image, rate_index=rate, judge=judge,
+                                         refiner=refiner, refine_steps=steps)
+                for key, curve in curves.items():
+                    curve.append(round(point[key], 4 if key == "psnr_db" else 5))
+                bar.update()
+            timings = []
+            for i, image in enumerate(images[:50]):
+                start = time.perf_counter()
+                decoded = codec.decode(symbols, *image.shape[:2], 10.0, rate)
+                if steps:
+                    refiner.refine(decoded, 10.0, steps, seed=i)
+                timings.append((time.perf_counter() - start) * 1e3)
+            rates[str(rate)]["steps"][str(steps)] = {**curves, "decode_ms": round(float(np.median(timings)), 3)}
     bar.close()
     table = {"codec": codec_name, "dataset": f"CIFAR-10 test, first {len(files)} images", "channel": "ideal AWGN",
+             "refiner": refiner.name if refiner is not None and any(steps_list) else None,
+             "classifier": classifier.card.get("name", "cifar_classifier"),
+             "lost": {"psnr_db": round(float(np.mean([p for p, _ in lost])), 4),
+                      "ms_ssim": round(float(np.mean([m for _, m in lost])), 5),
+                      "accuracy": round(_accuracy(judge, [mean_image] * len(images))["accuracy"], 5),
+                      "definition": "the metrics of the dataset mean image, what a lost image is charged"},
              "snr_db": [float(s) for s in snrs], "rates": rates}
     if out_path:
         Path(out_path).write_text(json.dumps(table, indent=1) + "\n")
@@ -407,28 +441,32 @@ def _policy_summary(folder: Path, targets: dict) -> dict:
     slots = [json.loads(l) for l in (folder / "tx_controller.jsonl").read_text().splitlines() if l.strip()]
     energy = float(np.mean([s["energy"] for s in slots]))
     delay = float(np.mean([s["delay_ms"] for s in slots]))
-    quality = float(np.mean([s["quality_db"] for s in slots]))
-    met = quality >= targets["psnr_db"] * 0.98 and delay <= targets["delay_ms"] * 1.02
-    return {"energy_per_image": energy, "avg_delay_ms": delay, "avg_psnr_db": quality, "constraints_met": met,
-            "n_images": len(slots), "lost": int(sum(1 for s in slots if s.get("lost")))}, slots
+    quality = float(np.mean([s["quality"] for s in slots]))
+    met = quality >= targets["quality"] * 0.98 and delay <= targets["delay_ms"] * 1.02
+    steps = [s.get("refine_steps", 0) for s in slots if not s.get("lost")]
+    return {"energy_per_image": energy, "avg_delay_ms": delay, "avg_quality": quality, "constraints_met": met,
+            "n_images": len(slots), "lost": int(sum(1 for s in slots if s.get("lost"))),
+            "refined": int(sum(1 for k in steps if k)),
+            "avg_refine_steps": float(np.mean(steps)) if steps else 0.0}, slots
 
 
 def model_bound(config, trace, overrides=()) -> dict:
     """What the controller's own cost model says is possible on this trace: the clairvoyant
     bound (every slot's SNR known in advance) and each fixed action, with the saving of the
     one over the cheapest fixed action that meets both targets in the model (an image the
-    model expects lost costs lost_quality_db and the slot timeout as its delay)."""
+    model expects lost costs the lost quality and the slot timeout as its delay)."""
     from .apps.flowgraphs import calibration_path
     from .apps.run import parse_overrides
     from .core.config import load_config
     from .core.controller import CalibrationTable, CostModel, clairvoyant_bound
     cfg = load_config(config, parse_overrides(overrides))
     ctrl = cfg["controller"]
-    table = CalibrationTable.load(calibration_path(cfg))
-    model = CostModel(table, loss_snr_db=ctrl["loss_snr_db"], lost_quality_db=ctrl["lost_quality_db"],
+    table = CalibrationTable.load(calibration_path(cfg), ctrl["quality_metric"])
+    model = CostModel(table, loss_snr_db=ctrl["loss_snr_db"],
+                      lost_quality=None if ctrl["lost_quality"] < 0 else ctrl["lost_quality"],
                       lost_delay_ms=ctrl["slot_timeout_s"] * 1e3)
-    actions = table.actions(ctrl["power_levels"])
-    q_target, d_target = ctrl["psnr_target_db"], ctrl["delay_target_ms"]
+    actions = table.actions(ctrl["power_levels"], ctrl["refine_steps"])
+    q_target, d_target = ctrl["quality_target"], ctrl["delay_target_ms"]
     # the same 2 % tolerance the policies are judged with, in the adaptive policy's favour
     bound = clairvoyant_bound(model, actions, trace, q_target * 0.98, d_target * 1.02)
     fixed = {}
@@ -436,9 +474,9 @@ def model_bound(config, trace, overrides=()) -> dict:
         c = [model.costs(a, float(snr)) for snr in trace]
         fixed[f"rate{a.rate_index}_power{a.power_level}_steps{a.refine_steps}"] = {
             "energy_per_image": float(np.mean([x.energy for x in c])),
-            "avg_psnr_db": float(np.mean([x.quality_db for x in c])),
+            "avg_quality": float(np.mean([x.quality for x in c])),
             "avg_delay_ms": float(np.mean([x.delay_ms for x in c]))}
-    meeting = {k: v for k, v in fixed.items() if v["avg_psnr_db"] >= q_target * 0.98
+    meeting = {k: v for k, v in fixed.items() if v["avg_quality"] >= q_target * 0.98
                and v["avg_delay_ms"] <= max(d_target * 1.02, bound.get("delay_floor_ms", 0.0))}
     out = {"calibration": calibration_path(cfg), "clairvoyant_bound": bound, "fixed_actions": fixed}
     if meeting and bound.get("feasible"):
@@ -450,9 +488,11 @@ def model_bound(config, trace, overrides=()) -> dict:
 
 def bench_control(trace_path=None, n_images=2000, V=2e4, data_dir=None, config="radio_config/zmq_loopback.yaml",
                   json_path=None, plot_path=None, work_dir="out/bench_control", v_sweep=(), fixed_levels=(0,),
-                  codec=None):
+                  codec=None, quality_metric=None, quality_target=None, overrides=()):
     """The closed loop over the real two-process link under an SNR trace, per policy
-    (codec: the setup's codec.name unless given; its calibration table sets the actions)."""
+    (codec: the setup's codec.name unless given; its calibration table sets the actions;
+    quality_metric, quality_target: the setup's controller keys unless given; overrides:
+    KEY=VALUE setup changes for every run)."""
     from .core.config import load_config
     from .core.controller import jakes_snr_trace, read_trace, write_trace
     work = Path(work_dir)
@@ -462,16 +502,20 @@ def bench_control(trace_path=None, n_images=2000, V=2e4, data_dir=None, config="
         write_trace(trace_path, jakes_snr_trace(n_images, 12.0, 0.01, seed=1))
     trace = read_trace(trace_path)
     n_images = min(n_images, len(trace))
-    base = load_config(config)["controller"]
-    targets = {"delay_ms": base["delay_target_ms"], "psnr_db": base["psnr_target_db"]}
+    setup = [f"codec.name={codec}"] if codec else []
+    setup += [f"controller.quality_metric={quality_metric}"] if quality_metric else []
+    setup += [f"controller.quality_target={quality_target}"] if quality_target is not None else []
+    setup += list(overrides)
+    from .apps.run import parse_overrides
+    base = load_config(config, parse_overrides(setup))["controller"]
+    targets = {"delay_ms": base["delay_target_ms"], "quality": base["quality_target"],
+               "quality_metric": base["quality_metric"]}
     files = cifar_test_images(Path(data_dir or DEFAULT_DATA), n_images)
-    common = ["controller.enabled=true", f"channel.snr_trace={trace_path}", f"controller.V={V}"]
-    if codec:
-        common.append(f"codec.name={codec}")
+    common = ["controller.enabled=true", f"channel.snr_trace={trace_path}", f"controller.V={V}", *setup]
     runs = [("lyapunov", ["controller.policy=lyapunov"]), ("greedy", ["controller.policy=greedy"])]
     runs += [(f"fixed_{lvl}", ["controller.policy=fixed", f"controller.fixed_power_level={lvl}"]) for lvl in fixed_levels]
     runs += [(f"lyapunov_V{v:g}", ["controller.policy=lyapunov", f"controller.V={v}"]) for v in v_sweep]
-    result = {"codec": codec or load_config(config)["codec"]["name"], "targets": targets, "V": V,
+    result = {"codec": codec or load_config(config)["codec"]["name"], "targets": targets, "V": V, "setup": setup,
               "trace": str(trace_path), "policies": {}, "fixed": {}, "v_sweep": {}}
     slots_by_run = {}
     for name, extra in tqdm(runs, desc="bench control", unit="run"):
@@ -484,8 +528,7 @@ def bench_control(trace_path=None, n_images=2000, V=2e4, data_dir=None, config="
             result["v_sweep"][name[len("lyapunov_V"):]] = summary
         else:
             result["policies"][name] = summary
-    result["model"] = model_bound(config, trace[:n_images], [f"channel.snr_trace={trace_path}"]
-                                  + ([f"codec.name={codec}"] if codec else []))
+    result["model"] = model_bound(config, trace[:n_images], [f"channel.snr_trace={trace_path}", *setup])
     if "fixed_0" in result["fixed"]:   # full power, when it was run
         result["policies"]["fixed_max"] = result["fixed"]["fixed_0"]
     meeting = {name: s for name, s in result["fixed"].items() if s["constraints_met"]}
@@ -524,13 +567,19 @@ def plot_control(result, slots, trace, path):
         ax_rate = axes[2].twinx()
         ax_rate.step(t, rates, lw=0.6, color="tab:green")
         ax_rate.set_ylabel("rate index", color="tab:green")
-    q = np.cumsum([s["quality_db"] for s in slots]) / (t + 1)
+    steps = [s.get("refine_steps", 0) for s in slots]
+    if any(steps):
+        axes[2].plot(t, steps, ".", ms=1.5, color="tab:orange", label="refiner steps")
+        axes[2].legend(fontsize=7, loc="upper right")
+    q = np.cumsum([s["quality"] for s in slots]) / (t + 1)
+    unit = {"psnr_db": "PSNR (dB)", "ms_ssim_db": "MS-SSIM (dB)", "accuracy_pct": "accuracy (%)"}[
+        result["targets"]["quality_metric"]]
     e = np.cumsum([s["energy"] for s in slots]) / (t + 1)
-    axes[3].plot(t, q, label="running mean PSNR (dB)")
-    axes[3].axhline(result["targets"]["psnr_db"], color="gray", ls="--", lw=0.8)
+    axes[3].plot(t, q, label=f"running mean {unit}")
+    axes[3].axhline(result["targets"]["quality"], color="gray", ls="--", lw=0.8)
     ax2 = axes[3].twinx()
     ax2.plot(t, e * 1e3, color="tab:red", label="running mean energy (mJ-equiv.)")
-    axes[3].set_ylabel("PSNR (dB)")
+    axes[3].set_ylabel(unit)
     axes[3].set_xlabel("image slot")
     fig.suptitle(f"Lyapunov controller over the ZMQ link, {result.get('codec', '')}, V={result['V']:g}", fontsize=9)
     fig.tight_layout()
@@ -543,11 +592,11 @@ def plot_control(result, slots, trace, path):
         ax[0].set_xscale("log")
         ax[0].set_xlabel("V")
         ax[0].set_ylabel("energy per image")
-        ax[1].plot([float(v) for v in vs], [result["v_sweep"][v]["avg_psnr_db"] - result["targets"]["psnr_db"]
+        ax[1].plot([float(v) for v in vs], [result["v_sweep"][v]["avg_quality"] - result["targets"]["quality"]
                                             for v in vs], "o-")
         ax[1].set_xscale("log")
         ax[1].set_xlabel("V")
-        ax[1].set_ylabel("PSNR slack (dB)")
+        ax[1].set_ylabel(f"{unit} slack")
         fig.tight_layout()
         fig.savefig(str(path).replace(".png", "_vsweep.png"), dpi=110)
         plt.close(fig)

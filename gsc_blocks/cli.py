@@ -38,27 +38,30 @@ def cmd_bench(args) -> int:
     if args.what == "calibrate":
         args.images = args.images or 300
         out = args.out or str(REPO / "models" / args.codec / "calibration.json")
-        table = bench_calibrate(args.codec, None, args.images, args.data, out)
+        steps = [int(k) for k in args.refine_steps.split(",")] if args.refine_steps else None
+        table = bench_calibrate(args.codec, None, args.images, args.data, out, refine_steps=steps)
         for rate, entry in table["rates"].items():
-            print(f"rate {rate} ({entry['symbols']} symbols): PSNR {entry['steps']['0']['psnr_db']}")
+            for k, point in entry["steps"].items():
+                print(f"rate {rate} ({entry['symbols']} symbols), {k} refiner steps: PSNR {point['psnr_db']}")
         print(f"calibration written to {out}")
         return 0
     if args.what == "control":
         import json as _json
         args.images = args.images or 2000
         v_sweep = [float(v) for v in args.v_sweep.split(",")] if args.v_sweep else []
-        levels = [int(v) for v in args.fixed_levels.split(",")]
+        levels = [int(v) for v in args.fixed_levels.split(",") if v.strip()]
         result = bench_control(args.snr_trace, args.images, args.V, args.data, args.config,
                                args.json or "out/bench_control.json", args.plot or "out/bench_control.png",
-                               v_sweep=v_sweep, fixed_levels=levels,
-                               codec=args.codec)
+                               v_sweep=v_sweep, fixed_levels=levels, codec=args.codec,
+                               quality_metric=args.quality_metric, quality_target=args.quality_target,
+                               overrides=args.set, work_dir=args.work_dir or "out/bench_control")
         print(_json.dumps({k: v for k, v in result.items() if k != "trace"}, indent=1))
         return 0
     snrs = [float(s) for s in args.snr.split(",")]
     args.images = args.images or 200
     result = bench_link(args.codec, snrs, args.images, args.data, args.config,
                         args.json or "out/bench_link.json", args.plot or "out/bench_link.png", mcs=args.mcs,
-                        cbr=args.cbr, fading=args.fading, dataset=args.dataset, refine_steps=args.refine_steps)
+                        cbr=args.cbr, fading=args.fading, dataset=args.dataset, refine_steps=args.refine_steps or "1")
     print(format_link_table(result))
     t = result["throughput"]
     print(f"throughput: {t['samples_per_s'] / 1e3:.0f} kS/s, {t['images_per_s']:.1f} images/s, "
@@ -88,8 +91,9 @@ def main(argv=None) -> int:
     b.add_argument("--codec", default="deepjscc", help="link: one codec or several, comma-separated "
                    "(deepjscc, deepjscc_sr, swinjscc, <codec>+refiner, separation, separation-webp|-jpeg2000|-avif); "
                    "calibrate, control: one")
-    b.add_argument("--refine-steps", default="1", help="link, <codec>+refiner: diffusion refiner DDIM steps, "
-                   "comma-separated, each its own curve (e.g. 1,4)")
+    b.add_argument("--refine-steps", default=None, help="link, <codec>+refiner: diffusion refiner DDIM steps, "
+                   "comma-separated, each its own curve (default 1; e.g. 1,4); calibrate: the step counts "
+                   "the controller may choose (default 0,1,2 when a refiner is trained for the codec)")
     b.add_argument("--mcs", default="oracle", help="link, separation: 'oracle' (best MCS per SNR), an MCS "
                    "name or index (e.g. 64qam-1/2), or several comma-separated, one curve each")
     b.add_argument("--cbr", default=None, help="link, successive-refinement codecs (deepjscc_sr, swinjscc): CBRs, "
@@ -107,7 +111,16 @@ def main(argv=None) -> int:
     b.add_argument("--snr-trace", default=None, help="control: CSV with column snr_db (default: Jakes, 12 dB)")
     b.add_argument("--V", type=float, default=2e4, help="control: drift-plus-penalty weight")
     b.add_argument("--v-sweep", default="", help="control: comma-separated V values for the sweep")
-    b.add_argument("--fixed-levels", default="0", help="control: power levels of the fixed policies to run")
+    b.add_argument("--fixed-levels", default="0",
+                   help="control: power levels of the fixed policies to run ('' for none)")
+    b.add_argument("--quality-metric", default=None, choices=["psnr_db", "ms_ssim_db", "accuracy_pct"],
+                   help="control: what the quality constraint measures (default: the setup's "
+                        "controller.quality_metric)")
+    b.add_argument("--quality-target", type=float, default=None,
+                   help="control: the average quality constraint in that metric's unit (default: the setup's)")
+    b.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="control: a setup change for every run (e.g. controller.calibration=FILE), repeatable")
+    b.add_argument("--work-dir", default=None, help="control: folder for the runs (default out/bench_control)")
     for name, module in (("train", "train"), ("export", "export"), ("train-refiner", "train_refiner")):
         q = sub.add_parser(name, help=f"models/gsc_models/{module}.py (arguments passed through)")
         q.add_argument("rest", nargs=argparse.REMAINDER)

@@ -30,14 +30,18 @@ class image_sink(gr.basic_block):
     TX manifest names the original, PSNR and MS-SSIM against it).
 
     The 'report' port publishes one dict per image (slot, SNR estimates, decode
-    time, PSNR when known) for the transmitter's controller.
+    time, PSNR and MS-SSIM when known, and with classify whether the classifier
+    labels the image right) for the transmitter's controller.
 
     Args:
         out_dir: folder for images and received.jsonl.
         manifest: the TX manifest JSONL ('' = no metrics here; the report adds them).
+        classify: run the CIFAR-10 classifier (models/cifar_classifier) on each 32x32
+            image whose original's file name carries its label (<index>_<class>.*) and
+            record 'correct' (true/false).
     """
 
-    def __init__(self, out_dir="gsc_out", manifest=""):
+    def __init__(self, out_dir="gsc_out", manifest="", classify=False):
         gr.basic_block.__init__(self, name="gsc_image_sink", in_sig=None, out_sig=None)
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -45,6 +49,8 @@ class image_sink(gr.basic_block):
         self.log_path = self.out_dir / "received.jsonl"
         self.received = []
         self.references = {}
+        self.classify = bool(classify)
+        self.classifier = None
         self.lock = threading.Lock()
         self.message_port_register_in(pmt.intern("in"))
         self.message_port_register_out(pmt.intern("report"))
@@ -72,10 +78,31 @@ class image_sink(gr.basic_block):
                     record["ms_ssim"] = ms_ssim(original, image)
             except ImageError as err:
                 record["metric_error"] = str(err)
+            if self.classify:
+                self._judge(image, reference["path"], record)
         with self.lock:
             self.received.append(record)
             with self.log_path.open("a") as fh:
                 fh.write(json.dumps(record) + "\n")
         report = {k: record[k] for k in ("image_id", "slot", "snr_est_db", "snr_eff_db", "decode_ms",
-                                         "power_level", "rate_index", "refine_steps", "psnr_db") if k in record}
+                                         "power_level", "rate_index", "refine_steps", "psnr_db", "ms_ssim",
+                                         "correct") if k in record}
         self.message_port_pub(pmt.intern("report"), pmt.to_pmt(report))
+
+    def _judge(self, image, original_path, record):
+        """record['correct']: does the classifier label the received image as the original's class
+        (from its file name)? Left out for other sizes and unlabelled names."""
+        from .core.codec import CodecError
+        from .core.semantic import Classifier, cifar_label
+        if image.shape != (32, 32, 3):
+            return
+        if self.classifier is None:
+            try:
+                self.classifier = Classifier()
+            except CodecError as err:
+                gr.log.error(f"gsc image_sink: classify: {err}; images are not classified")
+                self.classify = False
+                return
+        label = cifar_label(original_path)
+        if label in self.classifier.classes:
+            record["correct"] = bool(self.classifier.predict(image)[0] == self.classifier.label_index(label))

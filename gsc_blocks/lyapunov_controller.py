@@ -7,7 +7,7 @@ from gnuradio import gr
 
 from .core.frame import power_gain
 from .pdu_util import make_pdu
-from .core.controller import Action, CalibrationTable, CostModel, LyapunovController, greedy_policy
+from .core.controller import Action, CalibrationTable, CostModel, LyapunovController, greedy_policy, to_metric
 
 POLICIES = ("lyapunov", "fixed", "greedy")
 
@@ -22,46 +22,60 @@ class lyapunov_controller(gr.basic_block):
     Args:
         calibration: JSON calibration table Q(snr, rate, steps) (see core/controller.py).
         V: energy weight; larger V saves more energy at the cost of constraint slack.
-        delay_target_ms, psnr_target_db: the long-term average constraints.
+        delay_target_ms, quality_target: the long-term average constraints (quality in
+            quality_metric's unit).
         power_levels: transmit power levels allowed (2 dB per level below full power).
-        loss_snr_db, lost_quality_db, lost_delay_ms: the effective SNR at which half of
+        loss_snr_db, lost_quality, lost_delay_ms: the effective SNR at which half of
             the images are expected lost (logistic, see core/controller.py CostModel), and
-            what a lost image costs.
-        policy: lyapunov, fixed (always fixed_power_level at fixed_rate_index) or greedy
-            (cheapest action expected to meet both targets at the reported SNR).
+            what a lost image costs (lost_quality < 0: the table's, the dataset mean image's).
+        policy: lyapunov, fixed (always fixed_power_level at fixed_rate_index with
+            fixed_refine_steps) or greedy (cheapest action expected to meet both targets
+            at the reported SNR).
         fixed_rate_index: rate of the fixed policy; -1 = the table's full rate (most symbols).
+        quality_metric: psnr_db, ms_ssim_db (-10 log10(1 - MS-SSIM)) or accuracy_pct
+            (% of images the CIFAR-10 classifier labels right): what Q measures.
+        fixed_refine_steps: refiner steps of the fixed policy (and of the first image).
+        refine_steps: the refiner step counts the other policies may choose (None: all the
+            table has).
     Message ports: report in (an image sink's report: snr_est_db at reference
-    power, decode_ms, psnr_db when known; or a dict with snr_db, delay_ms,
-    quality_db); command out (dict rate_index, power_level, refine_steps, for the
+    power, decode_ms, and psnr_db, ms_ssim, correct when known; or a dict with
+    snr_db, delay_ms, quality); command out (dict rate_index, power_level, refine_steps, for the
     semantic encoder's control port); state out (queues Z, Y and the action);
     next out (after each command: lets a paced image source send the next image);
     queues and action out (float PDUs [Z, Y] and [power, rate, steps] for QT GUI
     time sinks).
     """
 
-    def __init__(self, calibration, V=1e4, delay_target_ms=50.0, psnr_target_db=25.0, power_levels=(0, 1, 2, 3, 4),
+    def __init__(self, calibration, V=1e4, delay_target_ms=50.0, quality_target=25.0, power_levels=(0, 1, 2, 3, 4),
                  policy="lyapunov", fixed_power_level=0, initial_snr_db=10.0, loss_snr_db=-3.5,
-                 lost_quality_db=11.0, lost_delay_ms=1000.0, fixed_rate_index=-1):
+                 lost_quality=-1.0, lost_delay_ms=1000.0, fixed_rate_index=-1, quality_metric="psnr_db",
+                 fixed_refine_steps=0, refine_steps=None):
         gr.basic_block.__init__(self, name="gsc_lyapunov_controller", in_sig=None, out_sig=None)
         if policy not in POLICIES:
             raise ValueError(f"policy {policy!r}: expected one of {', '.join(POLICIES)}")
-        table = CalibrationTable.load(calibration) if not isinstance(calibration, CalibrationTable) else calibration
+        table = calibration if isinstance(calibration, CalibrationTable) else \
+            CalibrationTable.load(calibration, quality_metric)
         self.table = table
-        self.model = CostModel(table, loss_snr_db=float(loss_snr_db), lost_quality_db=float(lost_quality_db),
+        self.metric = table.metric
+        self.model = CostModel(table, loss_snr_db=float(loss_snr_db),
+                               lost_quality=None if float(lost_quality) < 0 else float(lost_quality),
                                lost_delay_ms=float(lost_delay_ms))
-        actions = table.actions(list(power_levels))
-        self.core = LyapunovController(self.model, actions, float(V), float(delay_target_ms), float(psnr_target_db))
+        actions = table.actions(list(power_levels), None if refine_steps is None else list(refine_steps))
+        self.core = LyapunovController(self.model, actions, float(V), float(delay_target_ms), float(quality_target))
         self.policy = policy
-        full = max(actions, key=lambda a: (table.symbols(a.rate_index), a.refine_steps))
+        full = max(table.rates, key=table.symbols)
         if int(fixed_rate_index) >= 0 and int(fixed_rate_index) not in table.rates:
             raise ValueError(f"fixed_rate_index {fixed_rate_index}: the calibration table has rates "
                              f"{sorted(table.rates)} (-1 = full rate)")
-        self.fixed = Action(full.rate_index if int(fixed_rate_index) < 0 else int(fixed_rate_index),
-                            int(fixed_power_level), full.refine_steps)
-        self.greedy = greedy_policy(actions, float(delay_target_ms), float(psnr_target_db))
+        fixed_rate = full if int(fixed_rate_index) < 0 else int(fixed_rate_index)
+        if int(fixed_refine_steps) not in table.steps_of(fixed_rate):
+            raise ValueError(f"fixed_refine_steps {fixed_refine_steps}: the calibration table has refiner steps "
+                             f"{table.steps_of(fixed_rate)} (measure more with `scripts/gsc bench calibrate "
+                             "--refine-steps`)")
+        self.fixed = Action(fixed_rate, int(fixed_power_level), int(fixed_refine_steps))
+        self.greedy = greedy_policy(actions, float(delay_target_ms), float(quality_target))
         # Until the first report, send at full power and full rate: nothing is known of the channel yet.
-        self.last_action = self.fixed if policy == "fixed" else Action(full.rate_index, min(power_levels),
-                                                                       full.refine_steps)
+        self.last_action = self.fixed if policy == "fixed" else Action(full, min(power_levels), int(fixed_refine_steps))
         self.slots = []                        # one record per reported slot
         self.lock = threading.Lock()
         self.message_port_register_in(pmt.intern("report"))
@@ -95,8 +109,8 @@ class lyapunov_controller(gr.basic_block):
             image_id = report.get("image_id")
             if image_id is not None and any(r.get("image_id") == image_id for r in self.slots[-8:]):
                 return          # a late report for an image already charged as lost
-            if "delay_ms" in report and "quality_db" in report:
-                self.core.update(float(report["delay_ms"]), float(report["quality_db"]))
+            if "delay_ms" in report and "quality" in report:
+                self.core.update(float(report["delay_ms"]), float(report["quality"]))
             action = self._choose(float(report["snr_db"]))
             state = {"Z": self.core.Z, "Y": self.core.Y, "snr_db": float(report["snr_db"])}
             self.slots.append({**{k: v for k, v in report.items() if isinstance(v, (int, float, str, bool))},
@@ -120,19 +134,24 @@ class lyapunov_controller(gr.basic_block):
         """An image sink's report (or a lost slot's) -> the slot's SNR, energy, delay and quality.
 
         Delay = airtime of the action used + the measured decode time; quality is the
-        measured PSNR when the receiver knows the original, else the calibration's
-        expectation at the measured effective SNR; a lost image gets lost_quality_db.
+        measured one when the receiver knows the original (psnr_db, ms_ssim, or correct:
+        whether the classifier labels the received image right), else the calibration's
+        expectation at the measured effective SNR; a lost image gets the lost quality.
         """
         action = Action(int(report.get("rate_index", self.last_action.rate_index)),
                         int(report.get("power_level", self.last_action.power_level)),
                         int(report.get("refine_steps", self.last_action.refine_steps)))
         costs = self.model.costs(action, float(report.get("snr_est_db", 0.0)))
+        measured = report.get({"psnr_db": "psnr_db", "ms_ssim_db": "ms_ssim", "accuracy_pct": "correct"}[self.metric])
         if report.get("lost"):
-            quality = float(report.get("lost_quality_db", 0.0))
+            quality = self.model.lost_quality
             delay = float(report.get("delay_ms", costs.delay_ms))
         else:
-            quality = float(report["psnr_db"]) if report.get("psnr_db") is not None else \
+            quality = to_metric(self.metric, measured) if measured is not None else \
                 self.table.quality(action.rate_index, action.refine_steps, float(report.get("snr_eff_db", 0.0)))
             delay = self.model.airtime_s(action) * 1e3 + float(report.get("decode_ms", 0.0))
+            if "decode_ms" in report:
+                self.model.observe_decode(action, float(report["decode_ms"]))
         return {**report, "snr_db": float(report.get("snr_est_db", 0.0)), "energy": costs.energy,
-                "delay_ms": delay, "quality_db": quality, "power_level": action.power_level}
+                "delay_ms": delay, "quality": quality, "quality_metric": self.metric,
+                "power_level": action.power_level, "refine_steps": action.refine_steps}

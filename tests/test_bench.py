@@ -94,14 +94,22 @@ def test_bench_link_refuses_a_refiner_codec_without_a_refiner(tmp_path):
 
 
 def test_bench_control_accounts_every_slot_and_names_the_cheapest_fixed_policy(tmp_path):
-    """bench control over the real link with a rate-adaptive codec: each policy's summary covers every
-    image slot, the cheapest fixed policy that met both targets is named, and no full-power entry is
-    made up when level 0 was not run."""
+    """bench control over the real link with a rate-adaptive codec and a semantic target: each
+    policy's summary covers every image slot, each decoded slot is charged whether the receiver's
+    classifier got its label right, the cheapest fixed policy that met both targets is named, and
+    no full-power entry is made up when level 0 was not run."""
     from gsc_blocks.bench import bench_control
     data = _cifar_folder(tmp_path / "d", 4)
     result = bench_control(n_images=4, data_dir=data, work_dir=tmp_path / "work", fixed_levels=(1, 2),
-                           json_path=tmp_path / "control.json", codec="swinjscc")
+                           json_path=tmp_path / "control.json", codec="swinjscc", quality_metric="accuracy_pct",
+                           quality_target=50.0)
     assert json.loads((tmp_path / "control.json").read_text())["codec"] == "swinjscc"
+    assert result["targets"] == {"delay_ms": 10.0, "quality": 50.0, "quality_metric": "accuracy_pct"}
+    slots = [json.loads(line) for line in (tmp_path / "work" / "lyapunov" / "tx_controller.jsonl").read_text()
+             .splitlines()]
+    decoded = [s for s in slots if not s.get("lost")]
+    assert decoded and all(s["quality"] == (100.0 if s["correct"] else 0.0) for s in decoded)
+    assert all(s["quality_metric"] == "accuracy_pct" for s in slots)
     assert set(result["policies"]) == {"lyapunov", "greedy"} and set(result["fixed"]) == {"fixed_1", "fixed_2"}
     for summary in [*result["policies"].values(), *result["fixed"].values()]:
         assert summary["n_images"] == 4

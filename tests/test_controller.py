@@ -8,7 +8,7 @@ from gsc_blocks.core.controller import (Action, CalibrationTable, CostModel, Lya
                                         greedy_policy, jakes_snr_trace, read_trace, write_trace)
 
 SNR = [-10, 0, 5, 10, 15, 20, 30]
-TABLE = CalibrationTable({"snr_db": SNR, "rates": {
+TABLE = CalibrationTable({"snr_db": SNR, "lost": {"psnr_db": 11.0}, "rates": {
     "0": {"symbols": 256, "steps": {"0": {"psnr_db": [14, 19, 21, 23, 24, 24.5, 25], "decode_ms": 2.0}}},
     "1": {"symbols": 512, "steps": {"0": {"psnr_db": [15, 21, 23.5, 25.5, 27, 28, 29], "decode_ms": 2.5},
                                     "4": {"psnr_db": [16, 22, 24.5, 26.2, 27.5, 28.3, 29], "decode_ms": 9.0}}},
@@ -22,16 +22,16 @@ def simulate(choose, trace, model, update=None):
         c = model.costs(action, snr)
         energy.append(c.energy)
         delay.append(c.delay_ms)
-        quality.append(c.quality_db)
+        quality.append(c.quality)
         if update:
-            update(c.delay_ms, c.quality_db)
+            update(c.delay_ms, c.quality)
     return np.mean(energy), np.mean(delay), np.mean(quality)
 
 
 def test_table_interpolates_and_checks_shape():
     assert TABLE.quality(1, 0, 12.5) == pytest.approx(26.25)
     assert TABLE.quality(1, 0, 99) == 29
-    with pytest.raises(ValueError, match="PSNR values"):
+    with pytest.raises(ValueError, match="1 psnr_db values for 2 SNR points"):
         CalibrationTable({"snr_db": [0, 1], "rates": {"0": {"symbols": 1, "steps": {"0": {"psnr_db": [1],
                                                                                        "decode_ms": 1}}}}})
 
@@ -40,7 +40,7 @@ def test_power_level_lowers_energy_and_effective_snr():
     model = CostModel(TABLE)
     full, low = model.costs(Action(1, 0, 0), 10.0), model.costs(Action(1, 3, 0), 10.0)
     assert low.energy == pytest.approx(full.energy * 10 ** -0.6)
-    assert low.quality_db == pytest.approx(TABLE.quality(1, 0, 4.0), abs=1e-3)
+    assert low.quality == pytest.approx(TABLE.quality(1, 0, 4.0), abs=1e-3)
     assert low.delay_ms == pytest.approx(full.delay_ms, abs=1e-3)
 
 
@@ -49,7 +49,7 @@ def test_lyapunov_meets_targets_with_less_energy_than_fixed_max():
     model = CostModel(TABLE, loss_snr_db=-100.0)      # the table alone: no radio losses
     actions = TABLE.actions(power_levels=range(8))
     q_target, d_target = 25.0, 5.0
-    ctrl = LyapunovController(model, actions, V=2e4, delay_target_ms=d_target, quality_target_db=q_target)
+    ctrl = LyapunovController(model, actions, V=2e4, delay_target_ms=d_target, quality_target=q_target)
     e_l, d_l, q_l = simulate(lambda m, s: ctrl.decide(s), trace, model, ctrl.update)
     e_f, d_f, q_f = simulate(fixed_policy(Action(1, 0, 0)), trace, model)
     assert q_l >= q_target - 0.02 * q_target and d_l <= d_target * 1.02
@@ -67,7 +67,7 @@ def test_larger_v_trades_quality_slack_for_energy():
     actions = TABLE.actions(power_levels=range(8))
     results = []
     for V in (1e3, 1e4, 1e5):
-        ctrl = LyapunovController(model, actions, V=V, delay_target_ms=5.0, quality_target_db=25.0)
+        ctrl = LyapunovController(model, actions, V=V, delay_target_ms=5.0, quality_target=25.0)
         results.append(simulate(lambda m, s: ctrl.decide(s), trace, model, ctrl.update))
     energies = [r[0] for r in results]
     slack = [r[2] - 25.0 for r in results]
@@ -96,9 +96,10 @@ def test_controller_block_turns_reports_into_encoder_commands(tmp_path):
 
     from gsc_blocks.lyapunov_controller import lyapunov_controller
     path = tmp_path / "calibration.json"
-    path.write_text(json.dumps({"snr_db": SNR, "rates": {k: v for k, v in TABLE.rates.items()}}))
+    path.write_text(json.dumps({"snr_db": SNR, "lost": {"psnr_db": 11.0},
+                                "rates": {k: v for k, v in TABLE.rates.items()}}))
     tb = gr.top_block()
-    ctrl = lyapunov_controller(str(path), V=2e4, delay_target_ms=5.0, psnr_target_db=25.0, power_levels=range(8))
+    ctrl = lyapunov_controller(str(path), V=2e4, delay_target_ms=5.0, quality_target=25.0, power_levels=range(8))
     commands, states = blocks.message_debug(), blocks.message_debug()
     tb.msg_connect(ctrl, "command", commands, "store")
     tb.msg_connect(ctrl, "state", states, "store")
@@ -106,7 +107,7 @@ def test_controller_block_turns_reports_into_encoder_commands(tmp_path):
     reports = [(15.0, 26.0), (15.0, 20.0), (15.0, 20.0), (15.0, 20.0)]   # then quality falls short
     for snr, quality in reports:
         ctrl.to_basic_block()._post(pmt.intern("report"),
-                                    pmt.to_pmt({"snr_db": snr, "delay_ms": 4.0, "quality_db": quality}))
+                                    pmt.to_pmt({"snr_db": snr, "delay_ms": 4.0, "quality": quality}))
     ctrl.to_basic_block()._post(pmt.intern("report"), pmt.to_pmt("garbage"))
     deadline = time.time() + 5
     while commands.num_messages() < 4 and time.time() < deadline:
@@ -122,34 +123,44 @@ def test_controller_block_turns_reports_into_encoder_commands(tmp_path):
 
 
 def test_cost_model_expects_loss_below_the_loss_snr():
-    model = CostModel(TABLE, loss_snr_db=-3.5, lost_quality_db=11.0, lost_delay_ms=1000.0)
+    model = CostModel(TABLE, loss_snr_db=-3.5, lost_quality=11.0, lost_delay_ms=1000.0)
     assert model.loss_probability(-3.5) == 0.5
     assert model.loss_probability(-5.0) > 0.95 and model.loss_probability(-2.0) < 0.05
     lost = model.costs(Action(0, 7, 0), 8.0)           # 8 - 14 dB = -6 dB effective
-    assert abs(lost.quality_db - 11.0) < 0.1 and lost.delay_ms > 990
+    assert abs(lost.quality - 11.0) < 0.1 and lost.delay_ms > 990
     kept = model.costs(Action(0, 5, 0), 10.0)          # 0 dB effective
-    assert abs(kept.quality_db - TABLE.quality(0, 0, 0.0)) < 0.01 and kept.delay_ms < 10
+    assert abs(kept.quality - TABLE.quality(0, 0, 0.0)) < 0.01 and kept.delay_ms < 10
     # more power always buys back expected quality, even deep in a fade
-    assert model.costs(Action(0, 0, 0), -6.0).quality_db > model.costs(Action(0, 1, 0), -6.0).quality_db
+    assert model.costs(Action(0, 0, 0), -6.0).quality > model.costs(Action(0, 1, 0), -6.0).quality
 
 
 def test_fixed_policy_and_first_command_use_the_full_rate_whatever_its_index(tmp_path):
     """deepjscc_sr numbers its rates from full (0) down; the fixed policy and the first command
-    (nothing known of the channel yet) take the rate with the most symbols, unless told otherwise."""
+    (nothing known of the channel yet) take the rate with the most symbols, unless told otherwise,
+    and fixed_refine_steps (0: the JSCC output alone)."""
     import json
 
     from gsc_blocks.lyapunov_controller import lyapunov_controller
-    sr = {"snr_db": SNR, "rates": {"0": TABLE.rates[1], "4": TABLE.rates[0]}}
+    sr = {"snr_db": SNR, "lost": {"psnr_db": 11.0}, "rates": {"0": TABLE.rates[1], "4": TABLE.rates[0]}}
     path = tmp_path / "calibration.json"
     path.write_text(json.dumps(sr))
     fixed = lyapunov_controller(str(path), policy="fixed", fixed_power_level=2, power_levels=range(4))
-    assert fixed.fixed == Action(0, 2, 4) and fixed.initial_command()["rate_index"] == 0
+    assert fixed.fixed == Action(0, 2, 0) and fixed.initial_command()["rate_index"] == 0
     assert lyapunov_controller(str(path), power_levels=range(4)).initial_command() == \
-        {"rate_index": 0, "power_level": 0, "refine_steps": 4}
+        {"rate_index": 0, "power_level": 0, "refine_steps": 0}
+    refined = lyapunov_controller(str(path), policy="fixed", fixed_refine_steps=4, power_levels=range(4))
+    assert refined.fixed == Action(0, 0, 4) and refined.initial_command()["refine_steps"] == 4
     half = lyapunov_controller(str(path), policy="fixed", fixed_rate_index=4, power_levels=range(4))
     assert half.fixed.rate_index == 4
     with pytest.raises(ValueError, match=r"fixed_rate_index 3: the calibration table has rates \[0, 4\]"):
         lyapunov_controller(str(path), policy="fixed", fixed_rate_index=3)
+    with pytest.raises(ValueError, match=r"fixed_refine_steps 2: the calibration table has refiner steps \[0, 4\]"):
+        lyapunov_controller(str(path), policy="fixed", fixed_refine_steps=2)
+    del sr["lost"]
+    path.write_text(json.dumps(sr))
+    with pytest.raises(ValueError, match="no lost-image psnr_db: remeasure it"):
+        lyapunov_controller(str(path))
+    assert lyapunov_controller(str(path), lost_quality=11.0).model.lost_quality == 11.0
 
 
 def test_calibration_table_errors_and_default_path(tmp_path):
@@ -188,7 +199,7 @@ def test_clairvoyant_bound_is_below_every_fixed_action_that_meets_the_targets():
     actions = TABLE.actions(range(8))
     trace = jakes_snr_trace(600, 12.0, 0.01, seed=2)
     bound = clairvoyant_bound(model, actions, trace, 22.0, 10.0)
-    assert bound["feasible"] and bound["avg_psnr_db"] >= 22.0 and bound["avg_delay_ms"] <= 10.0
+    assert bound["feasible"] and bound["avg_quality"] >= 22.0 and bound["avg_delay_ms"] <= 10.0
     meeting = 0
     for action in actions:
         energy, delay, quality = simulate(fixed_policy(action), trace, model)
@@ -201,12 +212,105 @@ def test_clairvoyant_bound_is_below_every_fixed_action_that_meets_the_targets():
 
 @pytest.mark.parametrize("codec", ["deepjscc", "deepjscc_sr", "swinjscc"])
 def test_every_shipped_codec_has_a_calibration_table_for_each_rate(codec):
-    """The closed loop runs with any shipped JSCC codec: its table covers every rate, fewer groups
-    mean fewer symbols, and quality rises with SNR."""
+    """The closed loop runs with any shipped JSCC codec in any quality metric: its table covers every
+    rate and 0 to 2 refiner steps, fewer groups mean fewer symbols, refining takes longer, quality
+    rises with SNR and a lost image scores below a full-rate one at 0 dB."""
     from gsc_blocks.core.codec import JSCCCodec
+    from gsc_blocks.core.controller import QUALITY_METRICS
     models = Path(__file__).resolve().parents[1] / "models"
-    table = CalibrationTable.load(models / codec / "calibration.json")
     rates = JSCCCodec(codec, models).rate_count
-    assert sorted(table.rates) == list(range(rates))
-    assert [table.symbols(r) for r in range(rates)] == sorted((table.symbols(r) for r in range(rates)), reverse=True)
-    assert table.quality(0, 0, 0.0) < table.quality(0, 0, 10.0) < table.quality(0, 0, 20.0)
+    for metric in QUALITY_METRICS:
+        table = CalibrationTable.load(models / codec / "calibration.json", metric)
+        assert sorted(table.rates) == list(range(rates))
+        assert [table.symbols(r) for r in range(rates)] == \
+            sorted((table.symbols(r) for r in range(rates)), reverse=True)
+        assert all(table.steps_of(r) == [0, 1, 2] for r in range(rates))
+        assert table.decode_ms(0, 0) < table.decode_ms(0, 1) < table.decode_ms(0, 2)
+        for steps in (0, 1, 2):      # accuracy saturates from about 10 dB, within its sampling noise
+            assert table.quality(0, steps, -5.0) < table.quality(0, steps, 5.0) < \
+                min(table.quality(0, steps, 10.0), table.quality(0, steps, 20.0))
+        assert table.lost_quality < table.quality(0, 0, 0.0)
+
+
+SEMANTIC = {"snr_db": SNR, "lost": {"psnr_db": 11.0, "ms_ssim": 0.19, "accuracy": 0.1}, "rates": {
+    "0": {"symbols": 512, "steps": {
+        "0": {"psnr_db": [14, 22, 25.5, 28.6, 30.9, 32, 32.5],
+              "ms_ssim": [0.5, 0.856, 0.939, 0.972, 0.984, 0.988, 0.99],
+              "accuracy": [0.12, 0.34, 0.60, 0.72, 0.77, 0.78, 0.79], "decode_ms": 2.0},
+        "1": {"psnr_db": [14, 21.9, 25.4, 28.5, 30.8, 31.9, 32.4],
+              "ms_ssim": [0.52, 0.863, 0.941, 0.972, 0.984, 0.988, 0.99],
+              "accuracy": [0.15, 0.43, 0.64, 0.73, 0.77, 0.78, 0.79], "decode_ms": 6.0}}}}}
+
+
+def test_quality_metrics_convert_the_table_and_the_lost_image():
+    psnr = CalibrationTable(SEMANTIC)
+    ssim = CalibrationTable(SEMANTIC, "ms_ssim_db")
+    acc = CalibrationTable(SEMANTIC, "accuracy_pct")
+    assert psnr.quality(0, 0, 5.0) == 25.5 and psnr.lost_quality == 11.0
+    assert ssim.quality(0, 0, 5.0) == pytest.approx(-10 * np.log10(1 - 0.939))
+    assert ssim.lost_quality == pytest.approx(-10 * np.log10(0.81))
+    assert acc.quality(0, 1, 2.5) == pytest.approx(53.5) and acc.lost_quality == pytest.approx(10.0)
+    assert CostModel(acc).costs(Action(0, 0, 0), -20.0).quality == pytest.approx(10.0, abs=1e-6)
+    with pytest.raises(ValueError, match="quality metric 'lpips': expected one of psnr_db, ms_ssim_db, accuracy_pct"):
+        CalibrationTable(SEMANTIC, "lpips")
+    with pytest.raises(ValueError, match="rate 0 steps 0 has no accuracy column, which quality metric accuracy_pct "
+                                         "needs; remeasure it"):
+        CalibrationTable(TABLE_JSON := {"snr_db": SNR, "rates": {"0": {"symbols": 1, "steps": {"0": {
+            "psnr_db": [1] * len(SNR), "decode_ms": 1}}}}}, "accuracy_pct")
+    assert CalibrationTable(TABLE_JSON).lost_quality is None
+
+
+def test_with_a_semantic_target_the_refiner_steps_stand_in_for_transmit_power():
+    """Accuracy as the quality: the refiner's steps cost no energy and raise accuracy in fades, so
+    the controller refines there instead of paying the power, and spends less than it does when
+    its actions have no steps; with PSNR, where refining costs a little, it never refines."""
+    trace = jakes_snr_trace(2000, 12.0, 0.01, seed=1)
+    acc = CalibrationTable(SEMANTIC, "accuracy_pct")
+    model = CostModel(acc, lost_delay_ms=250.0)
+    every = acc.actions(range(8))
+    no_steps = acc.actions(range(8), refine_steps=[0])
+    assert no_steps == [a for a in every if a.refine_steps == 0]
+    with pytest.raises(ValueError, match=r"refine steps \[4\]: the calibration table has \[0, 1\]"):
+        acc.actions(range(8), refine_steps=[4])
+    runs = {}
+    for name, actions in (("steps", every), ("no_steps", no_steps)):
+        ctrl = LyapunovController(model, actions, V=2e4, delay_target_ms=10.0, quality_target=68.0)
+        picks = []
+
+        def choose(m, s):
+            picks.append(ctrl.decide(s))
+            return picks[-1]
+        runs[name] = simulate(choose, trace, model, ctrl.update), picks
+    (e_s, d_s, q_s), picks = runs["steps"]
+    (e_n, d_n, q_n), _ = runs["no_steps"]
+    assert q_s >= 68.0 * 0.98 and q_n >= 68.0 * 0.98 and d_s <= 10.0 * 1.02
+    assert 0.05 < np.mean([a.refine_steps for a in picks]) < 0.95
+    assert e_s < 0.97 * e_n
+    psnr_model = CostModel(CalibrationTable(SEMANTIC), lost_delay_ms=250.0)
+    ctrl = LyapunovController(psnr_model, every, V=2e4, delay_target_ms=10.0, quality_target=27.0)
+    assert all(ctrl.decide(float(s)).refine_steps == 0 for s in trace[:300])
+
+
+def test_controller_block_charges_the_measured_metric(tmp_path):
+    """A sink report carries psnr_db, ms_ssim and correct: the block charges the one its metric
+    names, the table's expectation when the report lacks it, and the table's lost quality for a
+    lost slot; its decode time updates the cost model's."""
+    import json
+
+    from gsc_blocks.lyapunov_controller import lyapunov_controller
+    path = tmp_path / "calibration.json"
+    path.write_text(json.dumps(SEMANTIC))
+    report = {"snr_est_db": 5.0, "snr_eff_db": 5.0, "decode_ms": 3.0, "rate_index": 0, "power_level": 0,
+              "refine_steps": 1, "psnr_db": 25.0, "ms_ssim": 0.9, "correct": True}
+    acc = lyapunov_controller(str(path), quality_metric="accuracy_pct", quality_target=60.0)
+    assert acc.slot_costs(report)["quality"] == 100.0
+    assert acc.slot_costs({**report, "correct": False})["quality"] == 0.0
+    assert acc.slot_costs({k: v for k, v in report.items() if k != "correct"})["quality"] == pytest.approx(64.0)
+    assert acc.slot_costs({"lost": True, "snr_est_db": 5.0, "delay_ms": 250.0})["quality"] == pytest.approx(10.0)
+    ssim = lyapunov_controller(str(path), quality_metric="ms_ssim_db", quality_target=10.0)
+    assert ssim.slot_costs(report)["quality"] == pytest.approx(10.0)
+    assert lyapunov_controller(str(path)).slot_costs(report)["quality"] == 25.0
+    # the decode time the receiver measures replaces the table's, as a running mean
+    assert acc.model.decode_ms(Action(0, 0, 1)) == 3.0 and acc.model.decode_ms(Action(0, 0, 0)) == 2.0
+    acc.slot_costs({**report, "decode_ms": 13.0})
+    assert acc.model.decode_ms(Action(0, 3, 1)) == pytest.approx(3.5)

@@ -72,7 +72,7 @@ def test_closed_loop_reports_every_slot_and_lowers_power(tmp_path, samples):
     write_trace(trace, np.full(12, 25.0))
     images = sorted(samples.glob("cifar_*.png")) * 2
     out = run_link(CONFIG, images[:12], tmp_path / "out",
-                   ["controller.enabled=true", f"channel.snr_trace={trace}", "controller.psnr_target_db=15",
+                   ["controller.enabled=true", f"channel.snr_trace={trace}", "controller.quality_target=15",
                     "controller.slot_timeout_s=2"],
                    timeout_s=120)
     slots = [_json.loads(l) for l in (out / "tx_controller.jsonl").read_text().splitlines()]

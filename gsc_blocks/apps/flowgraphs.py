@@ -65,10 +65,10 @@ class tx_top(gr.top_block):
         self.controller = None
         if ctrl["enabled"]:
             self.controller = lyapunov_controller(
-                calibration_path(config), ctrl["V"], ctrl["delay_target_ms"], ctrl["psnr_target_db"],
+                calibration_path(config), ctrl["V"], ctrl["delay_target_ms"], ctrl["quality_target"],
                 ctrl["power_levels"], ctrl["policy"], ctrl["fixed_power_level"], config["channel"]["snr_db"],
-                ctrl["loss_snr_db"], ctrl["lost_quality_db"], ctrl["slot_timeout_s"] * 1e3,
-                ctrl["fixed_rate_index"])
+                ctrl["loss_snr_db"], ctrl["lost_quality"], ctrl["slot_timeout_s"] * 1e3,
+                ctrl["fixed_rate_index"], ctrl["quality_metric"], ctrl["fixed_refine_steps"], ctrl["refine_steps"])
             self.encoder.handle_control(pmt.to_pmt(self.controller.initial_command()))
             self.reports = zeromq.sub_msg_source(ctrl["report_address"], ZMQ_TIMEOUT_MS, False)
             self.msg_connect(self.reports, "out", self.controller, "report")
@@ -120,7 +120,9 @@ class rx_top(gr.top_block):
                                  max_fragment_symbols=ofdm["max_fragment_symbols"])
         self.decoder = semantic_decoder(config["codec"]["models_dir"], config["rx"]["reassembly_timeout_s"],
                                         config["rx"]["refine_steps"])
-        self.sink = image_sink(out_dir, manifest)
+        ctrl = config["controller"]
+        self.sink = image_sink(out_dir, manifest,
+                               classify=ctrl["enabled"] and ctrl["quality_metric"] == "accuracy_pct")
         self.events = blocks.message_debug()
         self.connect(self.radio, self.rx)
         self.msg_connect(self.rx, "out", self.decoder, "in")

@@ -100,8 +100,7 @@ def _closed_loop(top, ctrl, deadline):
             last_snr = controller.slots[-1]["snr_db"] if controller.slots else 0.0
             controller.to_basic_block()._post(pmt.intern("report"), pmt.to_pmt({
                 "lost": True, "slot": int(pending["slot"]), "image_id": int(pending["image_id"]),
-                "snr_est_db": last_snr, "lost_quality_db": ctrl["lost_quality_db"],
-                "delay_ms": ctrl["slot_timeout_s"] * 1e3}))
+                "snr_est_db": last_snr, "delay_ms": ctrl["slot_timeout_s"] * 1e3}))
             charged = pending["slot"]
         time.sleep(0.005)
 

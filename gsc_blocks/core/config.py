@@ -66,12 +66,22 @@ SCHEMA = {
                    "doc": "allocation policy"},
         "V": {**_num(0, 1e12), "default": 2e4, "doc": "drift-plus-penalty energy weight"},
         "delay_target_ms": {**_num(0, 1e6), "default": 10.0, "doc": "average delay constraint"},
-        "psnr_target_db": {**_num(0, 100), "default": 24.0, "doc": "average quality constraint"},
+        "quality_metric": {"type": "choice", "choices": ["psnr_db", "ms_ssim_db", "accuracy_pct"],
+                           "default": "psnr_db",
+                           "doc": "what the quality constraint measures: PSNR (dB), MS-SSIM in dB "
+                                  "(-10 log10(1 - MS-SSIM)) or accuracy_pct (% of images the CIFAR-10 "
+                                  "classifier labels right); the refiner's steps pay off in the last two"},
+        "quality_target": {**_num(0, 100), "default": 24.0,
+                           "doc": "average quality constraint, in quality_metric's unit"},
         "power_levels": {"type": "intlist", "default": [0, 1, 2, 3, 4, 5, 6, 7],
                          "doc": "allowed power levels (2 dB steps below full power)"},
+        "refine_steps": {"type": "intlist", "default": list(range(16)),
+                         "doc": "refiner step counts the controller may choose, of those in the calibration table"},
         "fixed_power_level": {**_num(0, 15, True), "default": 0, "doc": "power level of the fixed policy"},
         "fixed_rate_index": {**_num(-1, 15, True), "default": -1,
                              "doc": "rate index of the fixed policy (-1 = the codec's full rate)"},
+        "fixed_refine_steps": {**_num(0, 15, True), "default": 0,
+                               "doc": "refiner steps of the fixed policy and of the first image"},
         "calibration": {"type": "str", "default": "",
                         "doc": "calibration table Q(snr, rate, steps) from `gsc bench calibrate` "
                                "('' = models/<codec.name>/calibration.json)"},
@@ -82,8 +92,9 @@ SCHEMA = {
         "loss_snr_db": {**_num(-20, 40), "default": -3.5,
                         "doc": "effective SNR at which the controller expects half of the images lost "
                                "(logistic, 0.5 dB per e-fold; measured on the link)"},
-        "lost_quality_db": {**_num(0, 100), "default": 11.0,
-                            "doc": "quality charged for a lost image (about the dataset mean image's PSNR)"},
+        "lost_quality": {**_num(-1, 100), "default": -1.0,
+                         "doc": "quality charged for a lost image, in quality_metric's unit (-1 = the "
+                                "calibration table's: the dataset mean image's)"},
     },
     "zmq": {
         "address": {"type": "str", "default": "tcp://127.0.0.1:5555",

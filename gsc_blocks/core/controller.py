@@ -12,7 +12,12 @@ really cost and delivered:
     Y <- max(0, Y + Q_target - Q)      (average quality constraint)
 
 E = transmit power x airtime, D = airtime + decode time, Q = expected quality
-from a calibration table Q(snr, rate, steps) measured by the benchmarks.
+from a calibration table Q(snr, rate, steps) measured by the benchmarks, in one
+of three metrics (QUALITY_METRICS): PSNR (dB), MS-SSIM in dB (-10 log10(1 - MS-SSIM))
+or the semantic accuracy (% of images the classifier labels right). The
+refiner's steps cost decode time and lower PSNR slightly, but raise MS-SSIM and
+accuracy at low SNR: with those metrics decoding effort competes with
+transmit power.
 """
 import csv
 import json
@@ -31,36 +36,69 @@ class Action:
     refine_steps: int
 
 
-class CalibrationTable:
-    """Expected quality (PSNR, dB) and costs per action, from a benchmark's JSON.
+# metric name -> (the calibration table's column, its conversion to the controller's unit)
+QUALITY_METRICS = {
+    "psnr_db": ("psnr_db", lambda v: float(v)),
+    "ms_ssim_db": ("ms_ssim", lambda v: float(-10.0 * np.log10(max(1.0 - float(v), 1e-6)))),
+    "accuracy_pct": ("accuracy", lambda v: 100.0 * float(v)),
+}
 
-    {"snr_db": [..], "rates": {"<rate_index>": {"symbols": n, "steps": {"<steps>":
-      {"psnr_db": [.. one per snr ..], "decode_ms": float}}}}}
-    Quality is interpolated linearly in the effective SNR and clamped at the ends.
+
+def to_metric(metric: str, value: float) -> float:
+    """A measurement in the calibration table's unit (PSNR dB, MS-SSIM, accuracy or a 0/1
+    right-or-wrong label) -> the controller's unit for metric."""
+    return QUALITY_METRICS[metric][1](value)
+
+
+def check_metric(metric: str) -> str:
+    if metric not in QUALITY_METRICS:
+        raise ValueError(f"quality metric {metric!r}: expected one of {', '.join(QUALITY_METRICS)}")
+    return metric
+
+
+class CalibrationTable:
+    """Expected quality and costs per action, from `gsc bench calibrate`'s JSON.
+
+    {"snr_db": [..], "lost": {"psnr_db": q, "ms_ssim": q, "accuracy": q},
+     "rates": {"<rate_index>": {"symbols": n, "steps": {"<steps>":
+      {"psnr_db": [.. one per snr ..], "ms_ssim": [..], "accuracy": [..], "decode_ms": float}}}}}
+    Quality, in the chosen metric's unit, is interpolated linearly in the effective
+    SNR and clamped at the ends. "lost" (the dataset mean image's scores) is what a
+    lost image is charged unless the setup says otherwise.
     """
 
-    def __init__(self, data: dict):
+    def __init__(self, data: dict, metric: str = "psnr_db", where: str = "calibration"):
+        self.metric = check_metric(metric)
+        self.column, self._convert = QUALITY_METRICS[metric]
         self.snr_db = np.asarray(data["snr_db"], dtype=float)
         if np.any(np.diff(self.snr_db) <= 0):
             raise ValueError("calibration snr_db must increase")
         self.rates = {int(r): v for r, v in data["rates"].items()}
         for rate, entry in self.rates.items():
             for steps, point in entry["steps"].items():
-                if len(point["psnr_db"]) != len(self.snr_db):
-                    raise ValueError(f"calibration rate {rate} steps {steps}: {len(point['psnr_db'])} PSNR values "
-                                     f"for {len(self.snr_db)} SNR points")
+                if self.column not in point:
+                    raise ValueError(f"{where}: rate {rate} steps {steps} has no {self.column} column, which "
+                                     f"quality metric {metric} needs; remeasure it with `scripts/gsc bench calibrate`")
+                if len(point[self.column]) != len(self.snr_db):
+                    raise ValueError(f"{where}: rate {rate} steps {steps}: {len(point[self.column])} "
+                                     f"{self.column} values for {len(self.snr_db)} SNR points")
+        lost = data.get("lost", {})
+        self.lost_quality = self._convert(lost[self.column]) if self.column in lost else None
 
     @classmethod
-    def load(cls, path) -> "CalibrationTable":
+    def load(cls, path, metric: str = "psnr_db") -> "CalibrationTable":
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"no calibration table at {path}: measure one with "
                                     "`scripts/gsc bench calibrate --codec NAME` (writes models/NAME/calibration.json)")
         try:
-            return cls(json.loads(path.read_text()))
+            return cls(json.loads(path.read_text()), metric, str(path))
         except (json.JSONDecodeError, KeyError, TypeError) as err:
             raise ValueError(f"{path} is not a calibration table ({err!r}); remeasure it with "
                              "`scripts/gsc bench calibrate`") from None
+
+    def steps_of(self, rate_index: int) -> list[int]:
+        return sorted(int(k) for k in self.rates[rate_index]["steps"])
 
     def symbols(self, rate_index: int) -> int:
         return int(self.rates[rate_index]["symbols"])
@@ -69,19 +107,24 @@ class CalibrationTable:
         return float(self.rates[rate_index]["steps"][str(steps)]["decode_ms"])
 
     def quality(self, rate_index: int, steps: int, snr_db: float) -> float:
-        curve = self.rates[rate_index]["steps"][str(steps)]["psnr_db"]
-        return float(np.interp(snr_db, self.snr_db, curve))
+        curve = self.rates[rate_index]["steps"][str(steps)][self.column]
+        return self._convert(np.interp(snr_db, self.snr_db, curve))
 
-    def actions(self, power_levels) -> list[Action]:
-        return [Action(rate, power, int(steps)) for rate, entry in sorted(self.rates.items())
-                for steps in sorted(entry["steps"], key=int) for power in power_levels]
+    def actions(self, power_levels, refine_steps=None) -> list[Action]:
+        """Every (rate, power level, steps) of the table, the steps limited to refine_steps when given."""
+        actions = [Action(rate, power, steps) for rate in sorted(self.rates) for steps in self.steps_of(rate)
+                   if refine_steps is None or steps in refine_steps for power in power_levels]
+        if not actions:
+            raise ValueError(f"refine steps {sorted(refine_steps)}: the calibration table has "
+                             f"{sorted({k for r in self.rates for k in self.steps_of(r)})}")
+        return actions
 
 
 @dataclass
 class SlotCosts:
     energy: float        # transmit power (relative to full) x airtime (s)
     delay_ms: float
-    quality_db: float    # expected quality for the decision
+    quality: float       # expected quality for the decision, in the table's metric
 
 
 @dataclass
@@ -93,17 +136,40 @@ class CostModel:
     that rises as the effective SNR falls: logistic, one half at loss_snr_db,
     loss_width_db per e-fold. Measured once on the one-process link (known symbols,
     40 frames per point): 5% lost at -2 dB, 25% at -3 dB, 72% at -4 dB, 95% at -5 dB, which
-    -3.5 dB and 0.5 dB fit. A lost image costs lost_quality_db and lost_delay_ms.
+    -3.5 dB and 0.5 dB fit. A lost image costs lost_quality and lost_delay_ms.
     Being smooth, the expectation always pays more power back in a fade, instead
-    of giving the image up as a hard threshold would.
+    of giving the image up as a hard threshold would. lost_quality None: the table's.
+
+    Decode time is the table's until the receiver has reported some: observe_decode()
+    keeps a running mean of the measured decode time per (rate, steps), since the
+    table was timed with the decoder alone and a receiver shares its CPU with the
+    rest of the flowgraph.
     """
     table: CalibrationTable
     symbol_rate: float = 1e6 * 48 / 80     # data carriers per second at 1 MS/s, fft 64 + cp 16
     overhead_symbols: int = 13 * 48        # preamble, header and guard per image, in data-symbol slots
     loss_snr_db: float = -3.5
-    lost_quality_db: float = 11.0
+    lost_quality: float | None = None
     lost_delay_ms: float = 1000.0
     loss_width_db: float = 0.5
+    decode_weight: float = 0.05             # running-mean weight of each new measurement
+    decode_seen: dict = field(default_factory=dict)
+
+    def observe_decode(self, action: "Action", decode_ms: float):
+        key = (action.rate_index, action.refine_steps)
+        old = self.decode_seen.get(key)
+        self.decode_seen[key] = float(decode_ms) if old is None else old + self.decode_weight * (decode_ms - old)
+
+    def decode_ms(self, action: "Action") -> float:
+        seen = self.decode_seen.get((action.rate_index, action.refine_steps))
+        return seen if seen is not None else self.table.decode_ms(action.rate_index, action.refine_steps)
+
+    def __post_init__(self):
+        if self.lost_quality is None:
+            if self.table.lost_quality is None:
+                raise ValueError(f"the calibration table has no lost-image {self.table.column}: remeasure it with "
+                                 "`scripts/gsc bench calibrate` or set controller.lost_quality")
+            self.lost_quality = self.table.lost_quality
 
     def airtime_s(self, action: Action) -> float:
         return (self.table.symbols(action.rate_index) + self.overhead_symbols) / self.symbol_rate
@@ -117,10 +183,10 @@ class CostModel:
         gain = power_gain(action.power_level)
         effective_snr = snr_db + 10 * np.log10(gain)
         p = self.loss_probability(effective_snr)
-        delay = airtime * 1e3 + self.table.decode_ms(action.rate_index, action.refine_steps)
+        delay = airtime * 1e3 + self.decode_ms(action)
         quality = self.table.quality(action.rate_index, action.refine_steps, effective_snr)
         return SlotCosts(energy=gain * airtime, delay_ms=p * self.lost_delay_ms + (1 - p) * delay,
-                         quality_db=p * self.lost_quality_db + (1 - p) * quality)
+                         quality=p * self.lost_quality + (1 - p) * quality)
 
 
 @dataclass
@@ -137,7 +203,7 @@ class LyapunovController:
     actions: list
     V: float
     delay_target_ms: float
-    quality_target_db: float
+    quality_target: float
     Z: float = 0.0
     Y: float = 0.0
     robust: bool = True
@@ -159,14 +225,14 @@ class LyapunovController:
             total = 0.0
             for snr, weight in points:
                 c = self.model.costs(action, snr)
-                total += weight * (self.V * c.energy + self.Z * c.delay_ms - self.Y * c.quality_db)
+                total += weight * (self.V * c.energy + self.Z * c.delay_ms - self.Y * c.quality)
             return total
         return min(self.actions, key=objective)
 
-    def update(self, delay_ms: float, quality_db: float):
+    def update(self, delay_ms: float, quality: float):
         """Virtual queue update with what the slot really delivered."""
         self.Z = max(0.0, self.Z + delay_ms - self.delay_target_ms)
-        self.Y = max(0.0, self.Y + self.quality_target_db - quality_db)
+        self.Y = max(0.0, self.Y + self.quality_target - quality)
         self.history.append((self.Z, self.Y))
 
 
@@ -178,19 +244,19 @@ def fixed_policy(action: Action):
     return lambda model, snr_db: action
 
 
-def greedy_policy(actions, delay_target_ms, quality_target_db):
-    """Threshold adaptation: the least-energy action expected to meet both targets at this SNR,
-    else the best-quality one."""
+def greedy_policy(actions, delay_target_ms, quality_target):
+    """Threshold adaptation: the least-energy action expected to meet both targets at this SNR
+    (ties: the shorter delay), else the best-quality one."""
     def choose(model: CostModel, snr_db: float) -> Action:
-        feasible = [a for a in actions if model.costs(a, snr_db).quality_db >= quality_target_db
-                    and model.costs(a, snr_db).delay_ms <= delay_target_ms]
+        costs = {a: model.costs(a, snr_db) for a in actions}
+        feasible = [a for a, c in costs.items() if c.quality >= quality_target and c.delay_ms <= delay_target_ms]
         if feasible:
-            return min(feasible, key=lambda a: model.costs(a, snr_db).energy)
-        return max(actions, key=lambda a: model.costs(a, snr_db).quality_db)
+            return min(feasible, key=lambda a: (costs[a].energy, costs[a].delay_ms))
+        return max(actions, key=lambda a: costs[a].quality)
     return choose
 
 
-def clairvoyant_bound(model: CostModel, actions, trace_db, quality_target_db: float, delay_target_ms: float,
+def clairvoyant_bound(model: CostModel, actions, trace_db, quality_target: float, delay_target_ms: float,
                       iterations: int = 60) -> dict:
     """The least average energy any policy over these actions could spend on this trace while
     meeting both average targets in the cost model, knowing every slot's SNR in advance.
@@ -207,7 +273,7 @@ def clairvoyant_bound(model: CostModel, actions, trace_db, quality_target_db: fl
     trace_db = np.asarray(trace_db, dtype=float)
     costs = [[model.costs(a, float(snr)) for a in actions] for snr in trace_db]
     energy = np.array([[c.energy for c in row] for row in costs])
-    quality = np.array([[c.quality_db for c in row] for row in costs])
+    quality = np.array([[c.quality for c in row] for row in costs])
     delay = np.array([[c.delay_ms for c in row] for row in costs])
     rows = np.arange(len(trace_db))
     delay_floor = float(delay.min(axis=1).mean())
@@ -217,17 +283,17 @@ def clairvoyant_bound(model: CostModel, actions, trace_db, quality_target_db: fl
         pick = np.argmin(energy - lam * quality + mu * delay, axis=1)
         return pick, quality[rows, pick].mean(), delay[rows, pick].mean()
 
-    if quality.max(axis=1).mean() < quality_target_db:
+    if quality.max(axis=1).mean() < quality_target:
         return {"feasible": False}
     scale = float(energy.max())
     best = None
     for mu in [0.0] + list(scale * np.logspace(-4, 1, 11)):
         lo, hi = 0.0, scale * 1e3
-        if solve(hi, mu)[1] < quality_target_db:
+        if solve(hi, mu)[1] < quality_target:
             continue
         for _ in range(iterations):
             mid = 0.5 * (lo + hi)
-            if solve(mid, mu)[1] >= quality_target_db:
+            if solve(mid, mu)[1] >= quality_target:
                 hi = mid
             else:
                 lo = mid
@@ -235,7 +301,7 @@ def clairvoyant_bound(model: CostModel, actions, trace_db, quality_target_db: fl
         if d <= delay_target_ms + 1e-9:
             e = float(energy[rows, pick].mean())
             if best is None or e < best["energy_per_image"]:
-                best = {"feasible": True, "energy_per_image": e, "avg_psnr_db": float(q), "avg_delay_ms": float(d),
+                best = {"feasible": True, "energy_per_image": e, "avg_quality": float(q), "avg_delay_ms": float(d),
                         "delay_floor_ms": delay_floor}
     return best or {"feasible": False}
 
