@@ -175,6 +175,15 @@ def _codec_and_refiner(name):
     return codec, refiner
 
 
+def _check_refine_steps(refiner, steps_list):
+    """A step count the refiner cannot take stops here, before any run (no refiner: nothing to check)."""
+    for k in steps_list if refiner is not None else []:
+        try:
+            refiner.check_steps(k)
+        except ValueError as err:
+            raise CodecError(f"--refine-steps: {err}") from None
+
+
 def bench_link(codec_name="deepjscc", snrs=(0, 5, 10, 15, 20), n_images=200, data_dir=None,
                config="radio_config/zmq_loopback.yaml", json_path=None, plot_path=None, work_dir="out/bench_link",
                mcs="oracle", cbr=None, fading="none", dataset="cifar10", refine_steps="1"):
@@ -211,11 +220,7 @@ def bench_link(codec_name="deepjscc", snrs=(0, 5, 10, 15, 20), n_images=200, dat
     codecs = {name: pair[0] for name, pair in pairs.items()}
     steps_list = [int(k) for k in str(refine_steps).split(",") if k.strip()]
     for name, (_, refiner) in pairs.items():
-        for k in steps_list if refiner is not None else []:
-            try:
-                refiner.check_steps(k)
-            except ValueError as err:
-                raise CodecError(f"--refine-steps: {err}") from None
+        _check_refine_steps(refiner, steps_list)
     for name, codec in codecs.items():
         for c in cbrs if getattr(codec, "rate_count", 1) > 1 else []:
             try:
@@ -393,11 +398,7 @@ def bench_calibrate(codec_name="deepjscc", snrs=None, n_images=300, data_dir=Non
     if any(steps_list) and refiner is None:
         raise CodecError(f"--refine-steps {','.join(map(str, steps_list))}: no refiner card lists {codec_name} "
                          "(models/refiner/card.json 'codecs'); calibrate with --refine-steps 0")
-    for k in steps_list if refiner is not None else []:
-        try:
-            refiner.check_steps(k)
-        except ValueError as err:
-            raise CodecError(f"--refine-steps: {err}") from None
+    _check_refine_steps(refiner, steps_list)
     classifier = Classifier()
     judge = (classifier, np.array([classifier.label_index(cifar_label(f)) for f in files]))
     lost = [_lost_scores(image, mean_image) for image in images]
@@ -462,20 +463,19 @@ def model_bound(config, trace, overrides=()) -> dict:
     cfg = load_config(config, parse_overrides(overrides))
     ctrl = cfg["controller"]
     table = CalibrationTable.load(calibration_path(cfg), ctrl["quality_metric"])
-    model = CostModel(table, loss_snr_db=ctrl["loss_snr_db"],
-                      lost_quality=None if ctrl["lost_quality"] < 0 else ctrl["lost_quality"],
+    model = CostModel(table, loss_snr_db=ctrl["loss_snr_db"], lost_quality=ctrl["lost_quality"],
                       lost_delay_ms=ctrl["slot_timeout_s"] * 1e3)
     actions = table.actions(ctrl["power_levels"], ctrl["refine_steps"])
     q_target, d_target = ctrl["quality_target"], ctrl["delay_target_ms"]
     # the same 2 % tolerance the policies are judged with, in the adaptive policy's favour
     bound = clairvoyant_bound(model, actions, trace, q_target * 0.98, d_target * 1.02)
+    per_slot = [model.costs_many(actions, float(snr)) for snr in trace]
     fixed = {}
-    for a in actions:
-        c = [model.costs(a, float(snr)) for snr in trace]
+    for i, a in enumerate(actions):
         fixed[f"rate{a.rate_index}_power{a.power_level}_steps{a.refine_steps}"] = {
-            "energy_per_image": float(np.mean([x.energy for x in c])),
-            "avg_quality": float(np.mean([x.quality for x in c])),
-            "avg_delay_ms": float(np.mean([x.delay_ms for x in c]))}
+            "energy_per_image": float(np.mean([c.energy[i] for c in per_slot])),
+            "avg_quality": float(np.mean([c.quality[i] for c in per_slot])),
+            "avg_delay_ms": float(np.mean([c.delay_ms[i] for c in per_slot]))}
     meeting = {k: v for k, v in fixed.items() if v["avg_quality"] >= q_target * 0.98
                and v["avg_delay_ms"] <= max(d_target * 1.02, bound.get("delay_floor_ms", 0.0))}
     out = {"calibration": calibration_path(cfg), "clairvoyant_bound": bound, "fixed_actions": fixed}
@@ -493,6 +493,7 @@ def bench_control(trace_path=None, n_images=2000, V=2e4, data_dir=None, config="
     (codec: the setup's codec.name unless given; its calibration table sets the actions;
     quality_metric, quality_target: the setup's controller keys unless given; overrides:
     KEY=VALUE setup changes for every run)."""
+    from .apps.run import parse_overrides
     from .core.config import load_config
     from .core.controller import jakes_snr_trace, read_trace, write_trace
     work = Path(work_dir)
@@ -506,7 +507,6 @@ def bench_control(trace_path=None, n_images=2000, V=2e4, data_dir=None, config="
     setup += [f"controller.quality_metric={quality_metric}"] if quality_metric else []
     setup += [f"controller.quality_target={quality_target}"] if quality_target is not None else []
     setup += list(overrides)
-    from .apps.run import parse_overrides
     base = load_config(config, parse_overrides(setup))["controller"]
     targets = {"delay_ms": base["delay_target_ms"], "quality": base["quality_target"],
                "quality_metric": base["quality_metric"]}

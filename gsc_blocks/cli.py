@@ -76,6 +76,7 @@ def cmd_models(args, module) -> int:
 def main(argv=None) -> int:
     from .core.codec import CodecError
     from .core.config import ConfigError
+    from .core.controller import QUALITY_METRICS
     from .core.images import ImageError
     p = argparse.ArgumentParser(prog="gsc", description="gr-gsc: generative semantic communication over GNU Radio")
     sub = p.add_subparsers(dest="command", required=True)
@@ -113,7 +114,7 @@ def main(argv=None) -> int:
     b.add_argument("--v-sweep", default="", help="control: comma-separated V values for the sweep")
     b.add_argument("--fixed-levels", default="0",
                    help="control: power levels of the fixed policies to run ('' for none)")
-    b.add_argument("--quality-metric", default=None, choices=["psnr_db", "ms_ssim_db", "accuracy_pct"],
+    b.add_argument("--quality-metric", default=None, choices=list(QUALITY_METRICS),
                    help="control: what the quality constraint measures (default: the setup's "
                         "controller.quality_metric)")
     b.add_argument("--quality-target", type=float, default=None,

@@ -57,8 +57,7 @@ class lyapunov_controller(gr.basic_block):
             CalibrationTable.load(calibration, quality_metric)
         self.table = table
         self.metric = table.metric
-        self.model = CostModel(table, loss_snr_db=float(loss_snr_db),
-                               lost_quality=None if float(lost_quality) < 0 else float(lost_quality),
+        self.model = CostModel(table, loss_snr_db=float(loss_snr_db), lost_quality=float(lost_quality),
                                lost_delay_ms=float(lost_delay_ms))
         actions = table.actions(list(power_levels), None if refine_steps is None else list(refine_steps))
         self.core = LyapunovController(self.model, actions, float(V), float(delay_target_ms), float(quality_target))

@@ -314,3 +314,10 @@ def test_controller_block_charges_the_measured_metric(tmp_path):
     assert acc.model.decode_ms(Action(0, 0, 1)) == 3.0 and acc.model.decode_ms(Action(0, 0, 0)) == 2.0
     acc.slot_costs({**report, "decode_ms": 13.0})
     assert acc.model.decode_ms(Action(0, 3, 1)) == pytest.approx(3.5)
+
+
+def test_the_setup_schema_offers_every_quality_metric():
+    """config.py stays free of the controller's imports, so it lists the metrics itself."""
+    from gsc_blocks.core.config import SCHEMA
+    from gsc_blocks.core.controller import QUALITY_METRICS
+    assert SCHEMA["controller"]["quality_metric"]["choices"] == list(QUALITY_METRICS)

@@ -37,17 +37,18 @@ class Action:
 
 
 # metric name -> (the calibration table's column, its conversion to the controller's unit)
+# (elementwise on numpy arrays)
 QUALITY_METRICS = {
-    "psnr_db": ("psnr_db", lambda v: float(v)),
-    "ms_ssim_db": ("ms_ssim", lambda v: float(-10.0 * np.log10(max(1.0 - float(v), 1e-6)))),
-    "accuracy_pct": ("accuracy", lambda v: 100.0 * float(v)),
+    "psnr_db": ("psnr_db", lambda v: v),
+    "ms_ssim_db": ("ms_ssim", lambda v: -10.0 * np.log10(np.maximum(1.0 - v, 1e-6))),
+    "accuracy_pct": ("accuracy", lambda v: 100.0 * v),
 }
 
 
 def to_metric(metric: str, value: float) -> float:
     """A measurement in the calibration table's unit (PSNR dB, MS-SSIM, accuracy or a 0/1
     right-or-wrong label) -> the controller's unit for metric."""
-    return QUALITY_METRICS[metric][1](value)
+    return float(QUALITY_METRICS[metric][1](float(value)))
 
 
 def check_metric(metric: str) -> str:
@@ -83,7 +84,7 @@ class CalibrationTable:
                     raise ValueError(f"{where}: rate {rate} steps {steps}: {len(point[self.column])} "
                                      f"{self.column} values for {len(self.snr_db)} SNR points")
         lost = data.get("lost", {})
-        self.lost_quality = self._convert(lost[self.column]) if self.column in lost else None
+        self.lost_quality = float(self._convert(float(lost[self.column]))) if self.column in lost else None
 
     @classmethod
     def load(cls, path, metric: str = "psnr_db") -> "CalibrationTable":
@@ -108,7 +109,11 @@ class CalibrationTable:
 
     def quality(self, rate_index: int, steps: int, snr_db: float) -> float:
         curve = self.rates[rate_index]["steps"][str(steps)][self.column]
-        return self._convert(np.interp(snr_db, self.snr_db, curve))
+        return float(self._convert(np.interp(snr_db, self.snr_db, curve)))
+
+    def curve(self, rate_index: int, steps: int) -> np.ndarray:
+        """The metric's column for (rate, steps), in the table's unit, one value per snr_db."""
+        return np.asarray(self.rates[rate_index]["steps"][str(steps)][self.column], dtype=float)
 
     def actions(self, power_levels, refine_steps=None) -> list[Action]:
         """Every (rate, power level, steps) of the table, the steps limited to refine_steps when given."""
@@ -125,6 +130,16 @@ class SlotCosts:
     energy: float        # transmit power (relative to full) x airtime (s)
     delay_ms: float
     quality: float       # expected quality for the decision, in the table's metric
+    # (each an array, one value per action, from CostModel.costs_many)
+
+
+def _interp_rows(x: np.ndarray, xp: np.ndarray, fp: np.ndarray) -> np.ndarray:
+    """np.interp(x[i], xp, fp[i]) for every row i at once (the same arithmetic, clamped at the ends)."""
+    j = np.clip(np.searchsorted(xp, x, side="right") - 1, 0, len(xp) - 2)
+    rows = np.arange(len(x))
+    slope = (fp[rows, j + 1] - fp[rows, j]) / (xp[j + 1] - xp[j])
+    y = slope * (x - xp[j]) + fp[rows, j]
+    return np.where(x <= xp[0], fp[:, 0], np.where(x >= xp[-1], fp[:, -1], y))
 
 
 @dataclass
@@ -138,7 +153,7 @@ class CostModel:
     40 frames per point): 5% lost at -2 dB, 25% at -3 dB, 72% at -4 dB, 95% at -5 dB, which
     -3.5 dB and 0.5 dB fit. A lost image costs lost_quality and lost_delay_ms.
     Being smooth, the expectation always pays more power back in a fade, instead
-    of giving the image up as a hard threshold would. lost_quality None: the table's.
+    of giving the image up as a hard threshold would. lost_quality None or < 0: the table's.
 
     Decode time is the table's until the receiver has reported some: observe_decode()
     keeps a running mean of the measured decode time per (rate, steps), since the
@@ -154,6 +169,7 @@ class CostModel:
     loss_width_db: float = 0.5
     decode_weight: float = 0.05             # running-mean weight of each new measurement
     decode_seen: dict = field(default_factory=dict)
+    _static: dict = field(default_factory=dict, repr=False)   # per action list: its fixed arrays
 
     def observe_decode(self, action: "Action", decode_ms: float):
         key = (action.rate_index, action.refine_steps)
@@ -165,7 +181,7 @@ class CostModel:
         return seen if seen is not None else self.table.decode_ms(action.rate_index, action.refine_steps)
 
     def __post_init__(self):
-        if self.lost_quality is None:
+        if self.lost_quality is None or self.lost_quality < 0:
             if self.table.lost_quality is None:
                 raise ValueError(f"the calibration table has no lost-image {self.table.column}: remeasure it with "
                                  "`scripts/gsc bench calibrate` or set controller.lost_quality")
@@ -174,17 +190,28 @@ class CostModel:
     def airtime_s(self, action: Action) -> float:
         return (self.table.symbols(action.rate_index) + self.overhead_symbols) / self.symbol_rate
 
-    def loss_probability(self, effective_snr_db: float) -> float:
-        z = float(np.clip((effective_snr_db - self.loss_snr_db) / self.loss_width_db, -60.0, 60.0))
+    def loss_probability(self, effective_snr_db):
+        """Elementwise on an array of effective SNRs."""
+        z = np.clip((effective_snr_db - self.loss_snr_db) / self.loss_width_db, -60.0, 60.0)
         return 1.0 / (1.0 + np.exp(z))
 
     def costs(self, action: Action, snr_db: float) -> SlotCosts:
-        airtime = self.airtime_s(action)
-        gain = power_gain(action.power_level)
-        effective_snr = snr_db + 10 * np.log10(gain)
+        c = self.costs_many((action,), snr_db)
+        return SlotCosts(float(c.energy[0]), float(c.delay_ms[0]), float(c.quality[0]))
+
+    def costs_many(self, actions, snr_db: float) -> SlotCosts:
+        """The costs of every action at snr_db, as arrays (one decision evaluates them all)."""
+        actions = tuple(actions)
+        if actions not in self._static:
+            gain = np.array([power_gain(a.power_level) for a in actions])
+            self._static[actions] = (
+                np.array([self.airtime_s(a) for a in actions]), gain, 10 * np.log10(gain),
+                np.array([self.table.curve(a.rate_index, a.refine_steps) for a in actions]))
+        airtime, gain, gain_db, curves = self._static[actions]
+        effective_snr = snr_db + gain_db
         p = self.loss_probability(effective_snr)
-        delay = airtime * 1e3 + self.decode_ms(action)
-        quality = self.table.quality(action.rate_index, action.refine_steps, effective_snr)
+        delay = airtime * 1e3 + np.array([self.decode_ms(a) for a in actions])
+        quality = self.table._convert(_interp_rows(effective_snr, self.table.snr_db, curves))
         return SlotCosts(energy=gain * airtime, delay_ms=p * self.lost_delay_ms + (1 - p) * delay,
                          quality=p * self.lost_quality + (1 - p) * quality)
 
@@ -221,13 +248,11 @@ class LyapunovController:
         points = [(snr_db, 1.0)] if spread == 0.0 else \
             [(snr_db + spread * node, weight) for node, weight in zip(_GH_NODES, _GH_WEIGHTS)]
 
-        def objective(action):
-            total = 0.0
-            for snr, weight in points:
-                c = self.model.costs(action, snr)
-                total += weight * (self.V * c.energy + self.Z * c.delay_ms - self.Y * c.quality)
-            return total
-        return min(self.actions, key=objective)
+        total = np.zeros(len(self.actions))
+        for snr, weight in points:
+            c = self.model.costs_many(self.actions, snr)
+            total += weight * (self.V * c.energy + self.Z * c.delay_ms - self.Y * c.quality)
+        return self.actions[int(np.argmin(total))]
 
     def update(self, delay_ms: float, quality: float):
         """Virtual queue update with what the slot really delivered."""
@@ -248,11 +273,11 @@ def greedy_policy(actions, delay_target_ms, quality_target):
     """Threshold adaptation: the least-energy action expected to meet both targets at this SNR
     (ties: the shorter delay), else the best-quality one."""
     def choose(model: CostModel, snr_db: float) -> Action:
-        costs = {a: model.costs(a, snr_db) for a in actions}
-        feasible = [a for a, c in costs.items() if c.quality >= quality_target and c.delay_ms <= delay_target_ms]
-        if feasible:
-            return min(feasible, key=lambda a: (costs[a].energy, costs[a].delay_ms))
-        return max(actions, key=lambda a: costs[a].quality)
+        c = model.costs_many(actions, snr_db)
+        feasible = np.flatnonzero((c.quality >= quality_target) & (c.delay_ms <= delay_target_ms))
+        if feasible.size:
+            return actions[min(feasible, key=lambda i: (c.energy[i], c.delay_ms[i]))]
+        return actions[int(np.argmax(c.quality))]
     return choose
 
 
@@ -271,10 +296,10 @@ def clairvoyant_bound(model: CostModel, actions, trace_db, quality_target: float
     every slot misses the quality target.
     """
     trace_db = np.asarray(trace_db, dtype=float)
-    costs = [[model.costs(a, float(snr)) for a in actions] for snr in trace_db]
-    energy = np.array([[c.energy for c in row] for row in costs])
-    quality = np.array([[c.quality for c in row] for row in costs])
-    delay = np.array([[c.delay_ms for c in row] for row in costs])
+    costs = [model.costs_many(actions, float(snr)) for snr in trace_db]
+    energy = np.array([c.energy for c in costs])
+    quality = np.array([c.quality for c in costs])
+    delay = np.array([c.delay_ms for c in costs])
     rows = np.arange(len(trace_db))
     delay_floor = float(delay.min(axis=1).mean())
     delay_target_ms = max(delay_target_ms, delay_floor)
