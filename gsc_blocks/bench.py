@@ -74,8 +74,18 @@ def ideal_awgn_point(codec, images, snr_db: float, mean_image=None, rate_index: 
     fade_power: |h|^2 per image (block fading): the encoder knows only snr_db, the
     decoder gets the image's true SNR (perfect receiver CSI).
     refiner, refine_steps: the diffusion refiner after the decoder (seeded by the image's index)."""
+    return ideal_awgn_points(codec, images, snr_db, mean_image, rate_index, seed, judge, fade_power, refiner,
+                             (refine_steps,))[refine_steps]
+
+
+def ideal_awgn_points(codec, images, snr_db: float, mean_image=None, rate_index: int = 0, seed: int = 0,
+                      judge=None, fade_power=None, refiner=None, steps_list=(0,)) -> dict:
+    """ideal_awgn_point for several refiner step counts at once: {steps: point}. Each image is
+    encoded, sent and decoded once; only the refiner runs per step count, on the same decoder
+    output, so every point equals the one ideal_awgn_point gives for its step count."""
     rng = np.random.default_rng(seed)
-    psnrs, ssims, lost, sources, received, refine_ms = [], [], 0, {}, [], []
+    scores = {steps: {"psnr": [], "ssim": [], "received": [], "refine_ms": []} for steps in steps_list}
+    lost, sources = 0, {}
     for i, image in enumerate(images):
         try:
             symbols = codec.encode(image, snr_db, rate_index)
@@ -85,26 +95,33 @@ def ideal_awgn_point(codec, images, snr_db: float, mean_image=None, rate_index: 
             noise = (rng.standard_normal(symbols.size) + 1j * rng.standard_normal(symbols.size)) \
                 * np.sqrt(10 ** (-rx_snr / 10) / 2)
             decoded = codec.decode((symbols + noise).astype(np.complex64), *image.shape[:2], rx_snr, rate_index)
-            if refiner is not None and refine_steps:
-                start = time.perf_counter()
-                decoded = refiner.refine(decoded, rx_snr, refine_steps, seed=i)
-                refine_ms.append((time.perf_counter() - start) * 1e3)
-            psnrs.append(psnr_db(image, decoded))
-            ssims.append(ms_ssim(image, decoded))
-            received.append(decoded)
         except (ValueError, CodecError):
             lost += 1
             p, m = _lost_scores(image, mean_image)
-            psnrs.append(p)
-            ssims.append(m)
-            received.append(mean_image)
-    point = {"psnr_db": float(np.mean(psnrs)), "ms_ssim": float(np.mean(ssims)), "lost": lost,
-             **_accuracy(judge, received)}
-    if refine_ms:
-        point["refine_ms_p50"] = float(np.median(refine_ms))
-    if None not in sources:
-        point["source_codec"] = ",".join(f"{k}:{v}" for k, v in sorted(sources.items())) or "none (budget)"
-    return point
+            for score in scores.values():
+                score["psnr"].append(p)
+                score["ssim"].append(m)
+                score["received"].append(mean_image)
+            continue
+        for steps, score in scores.items():
+            out = decoded
+            if refiner is not None and steps:
+                start = time.perf_counter()
+                out = refiner.refine(decoded, rx_snr, steps, seed=i)
+                score["refine_ms"].append((time.perf_counter() - start) * 1e3)
+            score["psnr"].append(psnr_db(image, out))
+            score["ssim"].append(ms_ssim(image, out))
+            score["received"].append(out)
+    points = {}
+    for steps, score in scores.items():
+        point = {"psnr_db": float(np.mean(score["psnr"])), "ms_ssim": float(np.mean(score["ssim"])), "lost": lost,
+                 **_accuracy(judge, score["received"])}
+        if score["refine_ms"]:
+            point["refine_ms_p50"] = float(np.median(score["refine_ms"]))
+        if None not in sources:
+            point["source_codec"] = ",".join(f"{k}:{v}" for k, v in sorted(sources.items())) or "none (budget)"
+        points[steps] = point
+    return points
 
 
 def ofdm_zmq_point(config, files, snr_db, out_dir, mean_image, overrides=(), judge=None) -> tuple[dict, dict]:
@@ -404,18 +421,19 @@ def bench_calibrate(codec_name="deepjscc", snrs=None, n_images=300, data_dir=Non
     lost = [_lost_scores(image, mean_image) for image in images]
     rate_indexes = range(getattr(codec, "rate_count", 1))
     rates = {}
-    bar = tqdm(total=len(snrs) * len(rate_indexes) * len(steps_list), desc="calibrate", unit="point")
+    bar = tqdm(total=len(snrs) * len(rate_indexes), desc="calibrate", unit="SNR point")
     for rate in rate_indexes:
         symbols = codec.encode(images[0], 10.0, rate)
         rates[str(rate)] = {"symbols": int(symbols.size), "steps": {}}
-        for steps in steps_list:
-            curves = {"psnr_db": [], "ms_ssim": [], "accuracy": []}
-            for s in snrs:
-                point = ideal_awgn_point(codec, images, float(s), mean_image, rate_index=rate, judge=judge,
-                                         refiner=refiner, refine_steps=steps)
-                for key, curve in curves.items():
+        curves = {steps: {"psnr_db": [], "ms_ssim": [], "accuracy": []} for steps in steps_list}
+        for s in snrs:
+            points = ideal_awgn_points(codec, images, float(s), mean_image, rate_index=rate, judge=judge,
+                                       refiner=refiner, steps_list=steps_list)
+            for steps, point in points.items():
+                for key, curve in curves[steps].items():
                     curve.append(round(point[key], 4 if key == "psnr_db" else 5))
-                bar.update()
+            bar.update()
+        for steps in steps_list:
             timings = []
             for i, image in enumerate(images[:50]):
                 start = time.perf_counter()
@@ -423,7 +441,7 @@ def bench_calibrate(codec_name="deepjscc", snrs=None, n_images=300, data_dir=Non
                 if steps:
                     refiner.refine(decoded, 10.0, steps, seed=i)
                 timings.append((time.perf_counter() - start) * 1e3)
-            rates[str(rate)]["steps"][str(steps)] = {**curves, "decode_ms": round(float(np.median(timings)), 3)}
+            rates[str(rate)]["steps"][str(steps)] = {**curves[steps], "decode_ms": round(float(np.median(timings)), 3)}
     bar.close()
     table = {"codec": codec_name, "dataset": f"CIFAR-10 test, first {len(files)} images", "channel": "ideal AWGN",
              "refiner": refiner.name if refiner is not None and any(steps_list) else None,

@@ -6,10 +6,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from gsc_blocks.bench import _lost_scores, bench_link, ideal_awgn_point
+from gsc_blocks.bench import _lost_scores, bench_link, ideal_awgn_point, ideal_awgn_points
 from gsc_blocks.core.codec import JSCCCodec
 from gsc_blocks.core.fading import block_fading_gains
 from gsc_blocks.core.images import load_image
+from gsc_blocks.core.refiner import refiner_for
 from gsc_blocks.core.report import account
 
 REPO = Path(__file__).resolve().parents[1]
@@ -119,3 +120,17 @@ def test_bench_control_accounts_every_slot_and_names_the_cheapest_fixed_policy(t
         assert cheapest["policy"] in result["fixed"] and cheapest["constraints_met"]
         assert cheapest["energy_per_image"] == min(s["energy_per_image"] for s in result["fixed"].values()
                                                    if s["constraints_met"])
+
+
+def test_ideal_points_for_several_step_counts_equal_one_point_per_step_count():
+    """bench calibrate sends and decodes each image once and refines that output per step count;
+    every point must equal what a separate run for its step count gives."""
+    codec = JSCCCodec("swinjscc")
+    refiner = refiner_for("swinjscc")
+    images = [load_image(p) for p in sorted(SAMPLES.glob("cifar_*.png"))[:3]]
+    together = ideal_awgn_points(codec, images, 2.0, rate_index=3, refiner=refiner, steps_list=(0, 1, 2))
+    for steps in (0, 1, 2):
+        alone = ideal_awgn_point(codec, images, 2.0, rate_index=3, refiner=refiner, refine_steps=steps)
+        assert {k: v for k, v in together[steps].items() if k != "refine_ms_p50"} == \
+            {k: v for k, v in alone.items() if k != "refine_ms_p50"}
+    assert together[1]["psnr_db"] != together[0]["psnr_db"] != together[2]["psnr_db"]
