@@ -57,7 +57,17 @@ def cmd_bench(args) -> int:
                                overrides=args.set, work_dir=args.work_dir or "out/bench_control")
         print(_json.dumps({k: v for k, v in result.items() if k != "trace"}, indent=1))
         return 0
-    snrs = [float(s) for s in args.snr.split(",")]
+    if args.what == "frames":
+        from .frame_bench import bench_frames
+        snrs = [float(s) for s in (args.snr or "-6,-5,-4,-3,-2,-1,0,2").split(",")]
+        result = bench_frames(snrs, args.frames, args.symbols, args.config, args.set,
+                              args.json or "out/bench_frames.json", args.plot or "out/bench_frames.png")
+        fit, ctrl = result["fit"], result["controller"]
+        print(f"fit: half the frames lost at {fit['loss_snr_db']} dB, {fit['loss_width_db']} dB per e-fold "
+              f"(the controller plans with {ctrl['loss_snr_db']} dB, {ctrl['loss_width_db']} dB: "
+              "controller.loss_snr_db)")
+        return 0
+    snrs = [float(s) for s in (args.snr or "0,5,10,15,20").split(",")]
     args.images = args.images or 200
     result = bench_link(args.codec, snrs, args.images, args.data, args.config,
                         args.json or "out/bench_link.json", args.plot or "out/bench_link.png", mcs=args.mcs,
@@ -88,7 +98,7 @@ def main(argv=None) -> int:
     t = sub.add_parser("test", help="run the test suite")
     t.add_argument("pytest_args", nargs=argparse.REMAINDER)
     b = sub.add_parser("bench", help="benchmarks (writes JSON and a PNG plot)")
-    b.add_argument("what", choices=["link", "calibrate", "control"])
+    b.add_argument("what", choices=["link", "calibrate", "control", "frames"])
     b.add_argument("--codec", default="deepjscc", help="link: one codec or several, comma-separated "
                    "(deepjscc, deepjscc_sr, swinjscc, <codec>+refiner, separation, separation-webp|-jpeg2000|-avif); "
                    "calibrate, control: one")
@@ -102,7 +112,11 @@ def main(argv=None) -> int:
     b.add_argument("--fading", default="none", choices=["none", "rayleigh"],
                    help="link: rayleigh = block fading, one Rayleigh gain per image (same gains on both channels)")
     b.add_argument("--dataset", default="cifar10", choices=["cifar10", "kodak"], help="link: test images")
-    b.add_argument("--snr", default="0,5,10,15,20")
+    b.add_argument("--snr", default=None, help="link: channel SNRs (default 0,5,10,15,20); frames: "
+                   "(default -6,-5,-4,-3,-2,-1,0,2)")
+    b.add_argument("--frames", type=int, default=200, help="frames: known-symbol frames per SNR")
+    b.add_argument("--symbols", type=int, default=512, help="frames: payload symbols per frame (512: a CIFAR "
+                   "image at CBR 1/6)")
     b.add_argument("--images", type=int, default=None, help="images (link 200, calibrate 300, control 2000)")
     b.add_argument("--data", default=None, help="folder holding cifar10/ (default ../shared/datasets)")
     b.add_argument("--config", default=str(REPO / "radio_config" / "zmq_loopback.yaml"))
@@ -120,7 +134,8 @@ def main(argv=None) -> int:
     b.add_argument("--quality-target", type=float, default=None,
                    help="control: the average quality constraint in that metric's unit (default: the setup's)")
     b.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="control: a setup change for every run (e.g. controller.calibration=FILE), repeatable")
+                   help="control, frames: a setup change for every run (e.g. controller.calibration=FILE, "
+                        "channel.cfo=0.2), repeatable")
     b.add_argument("--work-dir", default=None, help="control: folder for the runs (default out/bench_control)")
     for name, module in (("train", "train"), ("export", "export"), ("train-refiner", "train_refiner")):
         q = sub.add_parser(name, help=f"models/gsc_models/{module}.py (arguments passed through)")

@@ -1,65 +1,27 @@
 """The analog OFDM link in a real GNU Radio flowgraph with known unit-power symbols:
 ofdm_analog_tx -> gsc_channel (gr-channels) -> ofdm_analog_rx."""
-import time
+import json
 
 import numpy as np
-import pmt
 import pytest
 from gnuradio import blocks, gr
 
 from gsc_blocks.channel import gsc_channel
+from gsc_blocks.frame_bench import (bench_frames, fit_logistic_loss, fragment_meta, gaussian_symbols,
+                                   known_symbol_link, send_and_collect)
 from gsc_blocks.ofdm_analog_rx import ofdm_analog_rx
 from gsc_blocks.ofdm_analog_tx import ofdm_analog_tx
-from gsc_blocks.pdu_util import make_pdu, split_pdu
 
 MILD_3TAP = [1.0, 0.25, 0.1j]           # ZF loss 0.09 dB
 HARSH_3TAP = [0.9, 0.35j, 0.15]         # ZF loss 2.4 dB
 
 
-def send_and_collect(tx, store, fragments, expect, timeout=20.0):
-    """Post (meta, symbols) fragments to a running TX, flush the tail, wait for `expect` RX messages."""
-    for meta, symbols in fragments:
-        tx.builder.to_basic_block()._post(pmt.intern("in"), make_pdu(meta, symbols))
-    deadline = time.time() + timeout
-    while tx.builder.frames_built < len(fragments) and time.time() < deadline:
-        time.sleep(0.01)
-    tx.flusher.to_basic_block()._post(pmt.intern("flush"),
-                                      pmt.to_pmt({"after": tx.builder.samples_queued, "zeros": 8192}))
-    while store.num_messages() < expect and time.time() < deadline:
-        time.sleep(0.02)
-    return [split_pdu(store.get_message(k)) for k in range(store.num_messages())]
-
-
-def gaussian_symbols(rng, n):
-    return ((rng.standard_normal(n) + 1j * rng.standard_normal(n)) / np.sqrt(2)).astype(np.complex64)
-
-
-def fragment_meta(image_id, n_symbols, **extra):
-    meta = dict(image_id=image_id, fragment_index=0, fragment_count=1, codec_id=1, rate_index=0, power_level=0,
-                refine_steps=0, payload_symbols=n_symbols, height=32, width=32)
-    meta.update(extra)
-    return meta
-
-
 def run_known_symbols(snr_db, cfo=0.0, taps=(1.0,), n_frames=12, n_symbols=512, seed=1, power_level=0,
-                      payload_power=1.0, fading="none", **rx_args):
+                      payload_power=1.0, fading="none"):
     """Send n_frames of known complex Gaussian symbols (unit power unless payload_power says otherwise),
     frame i in image slot i; return (sent, received meta/symbols, rx)."""
-    tb = gr.top_block()
-    tx = ofdm_analog_tx(amplitude=0.1)
     channel = gsc_channel(snr_db=snr_db, cfo=cfo, taps=list(taps), amplitude=0.1, seed=seed, fading=fading)
-    rx = ofdm_analog_rx(**rx_args)
-    store = blocks.message_debug()
-    tb.connect(tx, channel, rx)
-    tb.msg_connect(rx, "out", store, "store")
-    rng = np.random.default_rng(seed)
-    sent = [gaussian_symbols(rng, n_symbols) * np.float32(np.sqrt(payload_power)) for _ in range(n_frames)]
-    tb.start()
-    received = send_and_collect(tx, store, [(fragment_meta(i, n_symbols, power_level=power_level, slot=i), symbols)
-                                            for i, symbols in enumerate(sent)], n_frames)
-    tb.stop()
-    tb.wait()
-    return sent, received, rx
+    return known_symbol_link(channel, n_frames, n_symbols, seed, power_level, payload_power)
 
 
 def mse_db(sent, received):
@@ -183,3 +145,22 @@ def test_rayleigh_block_fading_holds_one_gain_per_image_slot():
         assert abs(meta["snr_est_db"] - expected) < 1.0, (i, meta["snr_est_db"], expected)
         mse = -10 * np.log10(np.mean(np.abs(symbols - sent[i]) ** 2))
         assert abs(mse - expected) < 1.0, (i, mse, expected)
+
+
+def test_logistic_fit_recovers_the_loss_curve_it_was_drawn_from():
+    snrs = np.arange(-7.0, 1.0)
+    sent = np.full(snrs.size, 4000)
+    lost = np.rint(sent / (1 + np.exp((snrs + 3.2) / 0.6))).astype(int)
+    mid, width = fit_logistic_loss(snrs, lost, sent)
+    assert abs(mid + 3.2) <= 0.02 and abs(width - 0.6) <= 0.02
+
+
+def test_bench_frames_counts_every_frame_and_fits_the_loss(tmp_path):
+    result = bench_frames((-9.0, -3.5, 8.0), n_frames=24, json_path=tmp_path / "f.json", plot_path=tmp_path / "f.png")
+    assert json.loads((tmp_path / "f.json").read_text()) == result and (tmp_path / "f.png").stat().st_size > 0
+    low, mid, high = result["points"]
+    assert (low["decoded"], high["decoded"]) == (0, 24) and low["snr_est_db"] is None
+    assert all(p["decoded"] + p["lost"] == 24 for p in result["points"])
+    assert abs(high["payload_snr_db"] - 8.0) < 0.5 and abs(high["snr_eff_db"] - 8.0) < 0.5
+    assert -6.0 < result["fit"]["loss_snr_db"] < 0.0
+    assert result["controller"] == {"loss_snr_db": -3.5, "loss_width_db": 0.5}

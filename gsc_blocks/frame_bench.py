@@ -1,0 +1,178 @@
+"""`gsc bench frames`: how surely the receiver finds and decodes frames as the SNR falls.
+
+Frames of known complex Gaussian symbols go through the real one-process chain
+ofdm_analog_tx -> gsc_channel (gr-channels) -> ofdm_analog_rx, set up from a radio
+setup's ofdm and channel sections. Per SNR it counts the frames whose header
+decoded, compares the SNR estimates and the payload's measured SNR with the
+channel's, and fits the logistic loss curve the controller plans with
+(core/controller.py CostModel.loss_probability: one half at loss_snr_db,
+loss_width_db per e-fold)."""
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pmt
+from gnuradio import blocks, gr
+
+from .channel import from_config as channel_from_config
+from .ofdm_analog_rx import ofdm_analog_rx
+from .ofdm_analog_tx import ofdm_analog_tx
+from .pdu_util import make_pdu, split_pdu
+
+
+def gaussian_symbols(rng, n):
+    """n unit-power circular complex Gaussian symbols, like a JSCC encoder's output."""
+    return ((rng.standard_normal(n) + 1j * rng.standard_normal(n)) / np.sqrt(2)).astype(np.complex64)
+
+
+def fragment_meta(image_id, n_symbols, **extra):
+    """Header fields of a one-fragment 32x32 image of n_symbols payload symbols."""
+    meta = dict(image_id=image_id, fragment_index=0, fragment_count=1, codec_id=1, rate_index=0, power_level=0,
+                refine_steps=0, payload_symbols=n_symbols, height=32, width=32)
+    meta.update(extra)
+    return meta
+
+
+def send_and_collect(tx, store, fragments, expect, timeout=20.0, idle_s=None, rx=None, tail_zeros=8192):
+    """Post (meta, symbols) fragments to a running TX, flush the tail, and wait for `expect`
+    RX messages, or until the deadline. idle_s (with rx, the ofdm_analog_rx): also stop once the
+    receiver has read every frame's samples and no message came for idle_s (for runs where
+    frames are expected to be lost)."""
+    for meta, symbols in fragments:
+        tx.builder.to_basic_block()._post(pmt.intern("in"), make_pdu(meta, symbols))
+    deadline = time.time() + timeout
+    while tx.builder.frames_built < len(fragments) and time.time() < deadline:
+        time.sleep(0.01)
+    tx.flusher.to_basic_block()._post(pmt.intern("flush"),
+                                      pmt.to_pmt({"after": tx.builder.samples_queued, "zeros": tail_zeros}))
+    count, changed = store.num_messages(), time.time()
+    while count < expect and time.time() < deadline:
+        time.sleep(0.02)
+        if store.num_messages() != count:
+            count, changed = store.num_messages(), time.time()
+        elif idle_s is not None and time.time() - changed > idle_s and \
+                rx.join.nitems_read(0) >= tx.builder.samples_queued + tail_zeros // 2:
+            break
+    return [split_pdu(store.get_message(k)) for k in range(store.num_messages())]
+
+
+def known_symbol_link(channel, n_frames=12, n_symbols=512, seed=1, power_level=0, payload_power=1.0,
+                      ofdm=None, timeout=20.0, idle_s=None):
+    """Send n_frames of known symbols (unit power unless payload_power says otherwise), frame i
+    in image slot i, through `channel` (a gsc_channel) in one flowgraph.
+    ofdm: the setup's ofdm section (default: the blocks' defaults).
+    Returns (sent symbols, received (meta, symbols) list, the ofdm_analog_rx block)."""
+    ofdm = ofdm or {}
+    tx_args = {k: ofdm[k] for k in ("fft_len", "cp_len", "amplitude", "guard_symbols", "max_fragment_symbols")
+               if k in ofdm}
+    rx_args = {k: ofdm[k] for k in ("fft_len", "cp_len", "detect_threshold", "max_fragment_symbols") if k in ofdm}
+    tb = gr.top_block()
+    tx = ofdm_analog_tx(**{"amplitude": 0.1, **tx_args})
+    rx = ofdm_analog_rx(**rx_args)
+    store = blocks.message_debug()
+    tb.connect(tx, channel, rx)
+    tb.msg_connect(rx, "out", store, "store")
+    rng = np.random.default_rng(seed)
+    sent = [gaussian_symbols(rng, n_symbols) * np.float32(np.sqrt(payload_power)) for _ in range(n_frames)]
+    tb.start()
+    try:
+        received = send_and_collect(tx, store, [(fragment_meta(i, n_symbols, power_level=power_level, slot=i), s)
+                                                for i, s in enumerate(sent)], n_frames, timeout, idle_s, rx)
+    finally:
+        tb.stop()
+        tb.wait()
+    return sent, received, rx
+
+
+def fit_logistic_loss(snrs, lost, sent):
+    """Maximum-likelihood fit of P(lost | snr) = 1 / (1 + exp((snr - mid) / width)) to the
+    counts; returns (mid_db, width_db). A grid search: two parameters, a few points."""
+    snrs, lost, sent = (np.asarray(a, dtype=float) for a in (snrs, lost, sent))
+    mids = np.arange(snrs.min() - 3.0, snrs.max() + 3.0, 0.01)[:, None, None]
+    widths = np.arange(0.05, 3.0, 0.01)[None, :, None]
+    z = np.clip((snrs[None, None, :] - mids) / widths, -60, 60)
+    log_p = -np.log1p(np.exp(z))              # log P(lost)
+    log_q = z - np.log1p(np.exp(z))           # log P(decoded)
+    likelihood = (lost * log_p + (sent - lost) * log_q).sum(axis=2)
+    i, j = np.unravel_index(np.argmax(likelihood), likelihood.shape)
+    return float(mids[i, 0, 0]), float(widths[0, j, 0])
+
+
+def bench_frames(snrs=(-6, -5, -4, -3, -2, -1, 0, 2), n_frames=200, n_symbols=512,
+                 config="radio_config/zmq_loopback.yaml", overrides=(), json_path=None, plot_path=None):
+    """Frame loss, SNR estimates and payload SNR per channel SNR (per carrier, full power) over the
+    setup's channel (its cfo, multipath and fading; its snr_trace is ignored), and the logistic fit."""
+    from .apps.run import parse_overrides
+    from .core.config import load_config
+    from .core.controller import CostModel
+    cfg = load_config(config, parse_overrides(overrides))
+    if n_frames < 1 or not 1 <= n_symbols <= cfg["ofdm"]["max_fragment_symbols"]:
+        raise ValueError(f"bench frames: --frames {n_frames} and --symbols {n_symbols}: need at least one frame "
+                         f"and 1..{cfg['ofdm']['max_fragment_symbols']} symbols (ofdm.max_fragment_symbols)")
+    points = []
+    for k, snr in enumerate(snrs):
+        cfg["channel"].update(snr_db=float(snr), snr_trace="", seed=cfg["channel"]["seed"] + k)
+        sent, received, rx = known_symbol_link(channel_from_config(cfg), n_frames, n_symbols, seed=1 + k,
+                                               ofdm=cfg["ofdm"], timeout=60.0 + 0.2 * n_frames, idle_s=1.0)
+        ids = [meta["image_id"] for meta, _ in received]
+        errors = [np.mean(np.abs(symbols - sent[meta["image_id"]]) ** 2) for meta, symbols in received]
+        points.append({
+            "snr_db": float(snr), "frames": n_frames, "decoded": len(set(ids)), "lost": n_frames - len(set(ids)),
+            "loss_rate": (n_frames - len(set(ids))) / n_frames,
+            "headers_failed": int(rx.header_decoder.frames_failed),
+            "snr_est_db": float(np.mean([m["snr_est_db"] for m, _ in received])) if received else None,
+            "snr_eff_db": float(np.mean([m["snr_eff_db"] for m, _ in received])) if received else None,
+            "payload_snr_db": float(-10 * np.log10(np.mean(errors))) if errors else None})
+        print(f"{snr:6.1f} dB: {points[-1]['decoded']}/{n_frames} frames decoded", flush=True)
+    mid, width = fit_logistic_loss([p["snr_db"] for p in points], [p["lost"] for p in points],
+                                   [p["frames"] for p in points])
+    planned = CostModel.__dataclass_fields__
+    result = {"setup": str(config), "overrides": list(overrides), "n_symbols": n_symbols,
+              "channel": {"cfo": cfg["channel"]["cfo"], "fading": cfg["channel"]["fading"],
+                          "multipath_taps": [[complex(t).real, complex(t).imag]       # the YAML's [re, im]
+                                             for t in cfg["channel"]["multipath_taps"]]},
+              "points": points,
+              "fit": {"loss_snr_db": round(mid, 2), "loss_width_db": round(width, 2)},
+              "controller": {"loss_snr_db": cfg["controller"]["loss_snr_db"],
+                             "loss_width_db": planned["loss_width_db"].default}}
+    if json_path:
+        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(json_path).write_text(json.dumps(result, indent=1) + "\n")
+    if plot_path:
+        plot_frames(result, plot_path)
+    return result
+
+
+def plot_frames(result, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    pts = result["points"]
+    snr = np.array([p["snr_db"] for p in pts])
+    grid = np.linspace(snr.min() - 1, snr.max() + 1, 200)
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    a.plot(snr, [p["loss_rate"] for p in pts], "o", label=f"measured ({pts[0]['frames']} frames per point)")
+    for key, style in (("fit", "-"), ("controller", "--")):
+        m, w = result[key]["loss_snr_db"], result[key]["loss_width_db"]
+        a.plot(grid, 1 / (1 + np.exp(np.clip((grid - m) / w, -60, 60))), style,
+               label=f"{key}: half at {m:.2f} dB, {w:.2f} dB per e-fold")
+    a.set_xlabel("channel SNR per carrier (dB)")
+    a.set_ylabel("frames lost")
+    a.set_title("frame loss (preamble missed or header CRC failed)")
+    a.grid(alpha=0.3)
+    a.legend(fontsize=8)
+    for key, label in (("snr_est_db", "preamble SNR estimate"), ("snr_eff_db", "effective SNR (equalized)"),
+                       ("payload_snr_db", "payload SNR measured on known symbols")):
+        xs = [p["snr_db"] for p in pts if p[key] is not None]
+        b.plot(xs, [p[key] - p["snr_db"] for p in pts if p[key] is not None], "o-", label=label)
+    b.axhline(0, color="k", lw=0.5)
+    b.set_xlabel("channel SNR per carrier (dB)")
+    b.set_ylabel("minus the channel's SNR (dB)")
+    b.set_title("receiver's SNR on the decoded frames")
+    b.grid(alpha=0.3)
+    b.legend(fontsize=8)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
