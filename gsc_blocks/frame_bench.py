@@ -66,7 +66,8 @@ def known_symbol_link(channel, n_frames=12, n_symbols=512, seed=1, power_level=0
     ofdm = ofdm or {}
     tx_args = {k: ofdm[k] for k in ("fft_len", "cp_len", "amplitude", "guard_symbols", "max_fragment_symbols")
                if k in ofdm}
-    rx_args = {k: ofdm[k] for k in ("fft_len", "cp_len", "detect_threshold", "max_fragment_symbols") if k in ofdm}
+    rx_args = {k: ofdm[k] for k in ("fft_len", "cp_len", "detect_threshold", "max_fragment_symbols", "cfo_search")
+               if k in ofdm}
     tb = gr.top_block()
     tx = ofdm_analog_tx(**{"amplitude": 0.1, **tx_args})
     rx = ofdm_analog_rx(**rx_args)

@@ -13,6 +13,10 @@ from .pdu_util import make_pdu, split_pdu
 
 FRAME_TAG = "frame_len"
 DETECT_BLOCKS = 4   # FFT-filter blocks per corr_est_cc decision
+# Correlator spacing of the CFO search, in carrier spacings. A residual offset d
+# turns the 160-sample preamble's phase by 2*pi*d*2.5 over its length: at d = 0.1
+# (half the spacing) the correlation peak is 0.9 dB down, at d = 0.3 it is 10 dB down.
+CFO_SEARCH_STEP = 0.2
 
 
 def _td_pdu_chain(hier, source, fft_len, max_symbols, fixed_symbols=None):
@@ -34,16 +38,24 @@ def _td_pdu_chain(hier, source, fft_len, max_symbols, fixed_symbols=None):
 
 
 class tag_transfer(gr.sync_block):
-    """Samples of input 0 out, with input 0's tags and input 1's `key` tags at the same offsets.
+    """Samples of input 0 out, with input 0's tags and the `key` tags of inputs 1..n_marks.
 
-    Joins the detection branch (normalized copy with corr_est_cc's tags) back to
-    the raw samples, which keep their amplitude for the analog payload.
+    Joins the detection branch (normalized copy, one corr_est_cc per frequency
+    offset searched) back to the raw samples, which keep their amplitude for the
+    analog payload. Detectors of neighbouring offsets find the same preamble a
+    sample or two apart: of marks within `merge` samples of each other only the
+    strongest is passed on (within one call; across calls the first stands), so
+    header_payload_demux tries each frame once. Marks further apart (the
+    correlation's sidelobes) all pass, as from a single detector: the demux tries
+    them in turn and only a header that passes its CRC opens a frame.
     """
 
-    def __init__(self, key="corr_start"):
-        gr.sync_block.__init__(self, name="gsc_tag_transfer", in_sig=[np.complex64, np.complex64],
+    def __init__(self, key="corr_start", n_marks=1, merge=2):
+        gr.sync_block.__init__(self, name="gsc_tag_transfer", in_sig=[np.complex64] * (1 + int(n_marks)),
                                out_sig=[np.complex64])
         self.key = pmt.intern(key)
+        self.merge = int(merge)
+        self.last_mark = -(1 << 62)
         self.set_tag_propagation_policy(gr.TPP_DONT)
 
     def work(self, input_items, output_items):
@@ -51,9 +63,31 @@ class tag_transfer(gr.sync_block):
         output_items[0][:] = input_items[0][:n]
         for tag in self.get_tags_in_window(0, 0, n):
             self.add_item_tag(0, tag.offset, tag.key, tag.value, tag.srcid)
-        for tag in self.get_tags_in_window(1, 0, n, self.key):
-            self.add_item_tag(0, tag.offset, tag.key, tag.value, tag.srcid)
+        marks = sorted((tag for port in range(1, len(input_items))
+                        for tag in self.get_tags_in_window(port, 0, n, self.key)), key=lambda t: t.offset)
+        cluster = []
+        for tag in marks + [None]:
+            if cluster and (tag is None or tag.offset - cluster[-1].offset > self.merge):
+                best = max(cluster, key=lambda t: pmt.to_double(t.value) if pmt.is_number(t.value) else 0.0)
+                if best.offset - self.last_mark > self.merge:
+                    self.add_item_tag(0, best.offset, best.key, best.value, best.srcid)
+                    self.last_mark = best.offset
+                cluster = []
+            if tag is not None:
+                cluster.append(tag)
         return n
+
+
+def cfo_search_offsets(cfo_search: float, step: float = CFO_SEARCH_STEP) -> np.ndarray:
+    """Frequency offsets (in carrier spacings) of the correlator bank that covers |CFO| <= cfo_search:
+    one every `step`, each covering step/2 either side of its own."""
+    half = int(np.ceil(max(float(cfo_search) - step / 2, 0.0) / step - 1e-9))
+    return step * np.arange(-half, half + 1)
+
+
+def rotated(template: np.ndarray, offset: float, fft_len: int) -> np.ndarray:
+    """The template as it arrives with a CFO of `offset` carrier spacings."""
+    return (template * np.exp(2j * np.pi * offset * np.arange(template.size) / fft_len)).astype(np.complex64)
 
 
 def power_normalized(hier, source, window):
@@ -179,7 +213,8 @@ class ofdm_analog_rx(gr.hier_block2):
 
     Frame detection by correlating with the known two-symbol preamble
     (corr_est_cc, dynamic threshold: 160 samples of processing gain find frames
-    at 0 dB where the Schmidl-Cox plateau metric cannot), header/payload demux
+    at 0 dB where the Schmidl-Cox plateau metric cannot; a bank of them, one per
+    0.2 carrier spacing of frequency offset, up to cfo_search), header/payload demux
     and CP removal (header_payload_demux), then per frame in numpy: CFO from the
     anti-periodic halves of sync word 1, derotation before the FFT (no ICI),
     channel estimate from both sync words, header decode (gr-fec Viterbi + CRC),
@@ -197,12 +232,16 @@ class ofdm_analog_rx(gr.hier_block2):
             whose power varies from fragment to fragment (up to about 3x the preamble's
             for JSCC latents): 0.99999 (46x) missed frames after loud fragments; 0.999
             lets the preamble's 12 % sidelobes through as header CRC failures.
+        cfo_search: largest carrier frequency offset, in carrier spacings (0 to 1), at
+            which frames are still found: one correlator per 0.2 spacing of offset
+            (1.0: 11 correlators, each a few percent of a core at 1 MS/s). A single
+            correlator (0.1) finds no frame at 0.3 spacing, at any SNR.
     Message ports: out (fragments), events (lost headers), snr (one-float PDU per
     frame: the preamble SNR estimate, for a QT GUI time sink).
     """
 
     def __init__(self, fft_len=64, cp_len=16, occupied_carriers=None, pilot_carriers=None,
-                 detect_threshold=0.9999, max_fragment_symbols=4800):
+                 detect_threshold=0.9999, max_fragment_symbols=4800, cfo_search=1.0):
         gr.hier_block2.__init__(self, "gsc_ofdm_analog_rx",
                                 gr.io_signature(1, 1, gr.sizeof_gr_complex), gr.io_signature(0, 0, 0))
         self.message_port_register_hier_out("out")
@@ -216,23 +255,31 @@ class ofdm_analog_rx(gr.hier_block2):
         self.numerology = numerology = Numerology(fft_len=fft_len, cp_len=cp_len, **kwargs)
 
         preamble = preamble_waveform(numerology)
-        self.detector = detector = digital.corr_est_cc(preamble.tolist(), 1.0, 0,
-                                                       detect_threshold, digital.THRESHOLD_DYNAMIC)
+        if not 0.0 <= cfo_search <= 1.0:
+            raise ValueError(f"cfo_search {cfo_search}: expected 0 to 1 carrier spacing (the CFO estimator's range)")
+        # One correlator per CFO_SEARCH_STEP of frequency offset: one correlator alone
+        # loses a frame whose CFO exceeds about 0.2 carrier spacing, at any SNR.
+        self.cfo_offsets = cfo_search_offsets(cfo_search)
+        self.detectors = [digital.corr_est_cc(rotated(preamble, f, fft_len).tolist(), 1.0, 0,
+                                              detect_threshold, digital.THRESHOLD_DYNAMIC)
+                          for f in self.cfo_offsets]
         # corr_est_cc's dynamic threshold scales the mean correlation power of one
         # work() call; decide over several FFT-filter blocks so a call that ends
         # next to a peak does not raise its own threshold.
-        detector.set_output_multiple(DETECT_BLOCKS * detector.output_multiple())
+        for detector in self.detectors:
+            detector.set_output_multiple(DETECT_BLOCKS * detector.output_multiple())
         # Detect on a copy normalized to unit power over one preamble length, so a
         # frame 10-20 dB weaker than the one before it (fading, power control) is
         # found as surely as its neighbours; the raw samples, delayed to match, go on
-        # to the demux with the detector's tags. corr_est_cc's output lags its input
+        # to the demux with the detectors' tags. corr_est_cc's output lags its input
         # by the preamble's length; the raw branch is delayed by the same total.
         normalized, delay = power_normalized(self, self, 2 * numerology.symbol_len)
         raw = blocks.delay(gr.sizeof_gr_complex, delay + preamble.size)
-        self.join = join = tag_transfer("corr_start")
+        self.join = join = tag_transfer("corr_start", n_marks=len(self.detectors))
         self.hpd = hpd = digital.header_payload_demux(
             2 + HEADER_OFDM_SYMBOLS, fft_len, cp_len, FRAME_TAG, "corr_start", True, gr.sizeof_gr_complex)
-        self.connect(normalized, detector, (join, 1))
+        for k, detector in enumerate(self.detectors):
+            self.connect(normalized, detector, (join, 1 + k))
         self.connect(self, raw, (join, 0))
         self.connect(join, hpd)
 
@@ -240,7 +287,7 @@ class ofdm_analog_rx(gr.hier_block2):
         self.payload_equalizer = payload_equalizer(numerology)
         max_symbols = 2 + HEADER_OFDM_SYMBOLS + numerology.payload_ofdm_symbols(max_fragment_symbols)
         # hpd copies a whole payload at once: its input must hold a frame.
-        for block in (detector, raw, join):
+        for block in (*self.detectors, raw, join):
             block.set_min_output_buffer(2 * max_symbols * numerology.symbol_len)
         hpd.set_min_output_buffer(0, 2 * max_symbols)
         hpd.set_min_output_buffer(1, 2 * max_symbols)

@@ -32,6 +32,10 @@ def test_zmq_binds_loopback_by_default():
     ("channel:\n  multipath_taps: [1, [0.2]]\n", "each a number or [re, im]"),
     ("ofdm: 3\n", "ofdm must be a mapping"),
     ("channel: [\n", "not valid YAML"),
+    ("ofdm:\n  cfo_search: 0.1\nchannel:\n  cfo: 0.3\n",
+     "key channel.cfo: value 0.3 is outside ofdm.cfo_search 0.1: the receiver would find no frame; "
+     "set ofdm.cfo_search to at least 0.3"),
+    ("ofdm:\n  cfo_search: 1.5\n", "key ofdm.cfo_search: value 1.5 is not allowed: expected a number between 0.0 and 1.0"),
 ])
 def test_bad_values_are_named(tmp_path, text, message):
     path = tmp_path / "bad.yaml"
@@ -47,3 +51,16 @@ def test_override_is_validated(tmp_path):
     assert load_config(path, {"channel.snr_db": 3})["channel"]["snr_db"] == 3.0
     with pytest.raises(ConfigError, match="channel.snr_db"):
         load_config(path, {"channel.snr_db": 500})
+
+
+def test_channel_cfo_within_the_receivers_search_is_accepted(tmp_path):
+    loopback = CONFIGS[-1].parent / "zmq_loopback.yaml"
+    assert load_config(loopback)["ofdm"]["cfo_search"] == 0.1
+    assert load_config(loopback, {"channel.cfo": -0.1})["channel"]["cfo"] == -0.1
+    with pytest.raises(ConfigError, match="set ofdm.cfo_search to at least 0.5"):
+        load_config(loopback, {"channel.cfo": -0.5})
+    config = load_config(loopback, {"channel.cfo": -0.5, "ofdm.cfo_search": 0.5})
+    assert config["channel"]["cfo"] == -0.5
+    path = tmp_path / "usrp.yaml"          # over the air the channel section is not used: no check
+    path.write_text("link: usrp\nofdm:\n  cfo_search: 0.1\nchannel:\n  cfo: 0.5\n")
+    assert load_config(path)["link"] == "usrp"

@@ -9,7 +9,7 @@ from gnuradio import blocks, gr
 from gsc_blocks.channel import gsc_channel
 from gsc_blocks.frame_bench import (bench_frames, fit_logistic_loss, fragment_meta, gaussian_symbols,
                                    known_symbol_link, send_and_collect)
-from gsc_blocks.ofdm_analog_rx import ofdm_analog_rx
+from gsc_blocks.ofdm_analog_rx import cfo_search_offsets, ofdm_analog_rx
 from gsc_blocks.ofdm_analog_tx import ofdm_analog_tx
 
 MILD_3TAP = [1.0, 0.25, 0.1j]           # ZF loss 0.09 dB
@@ -17,11 +17,12 @@ HARSH_3TAP = [0.9, 0.35j, 0.15]         # ZF loss 2.4 dB
 
 
 def run_known_symbols(snr_db, cfo=0.0, taps=(1.0,), n_frames=12, n_symbols=512, seed=1, power_level=0,
-                      payload_power=1.0, fading="none"):
+                      payload_power=1.0, fading="none", cfo_search=1.0, idle_s=None):
     """Send n_frames of known complex Gaussian symbols (unit power unless payload_power says otherwise),
     frame i in image slot i; return (sent, received meta/symbols, rx)."""
     channel = gsc_channel(snr_db=snr_db, cfo=cfo, taps=list(taps), amplitude=0.1, seed=seed, fading=fading)
-    return known_symbol_link(channel, n_frames, n_symbols, seed, power_level, payload_power)
+    return known_symbol_link(channel, n_frames, n_symbols, seed, power_level, payload_power,
+                             ofdm={"cfo_search": cfo_search}, idle_s=idle_s)
 
 
 def mse_db(sent, received):
@@ -42,6 +43,31 @@ def test_mean_snr_estimate_within_1db(snr_db):
     assert len(received) >= len(sent) - 1           # at 0 dB a frame may be missed
     estimate = np.mean([meta["snr_est_db"] for meta, _ in received])
     assert abs(estimate - snr_db) < 1.0
+
+
+@pytest.mark.parametrize("cfo", [0.3, -0.45, 0.8])
+def test_correlator_bank_finds_every_frame_at_large_cfo(cfo):
+    """Boards without a shared reference differ by a few ppm: 0.3 carrier spacing is 4.7 kHz at
+    1 MS/s, under 2 ppm at 2.45 GHz. The default receiver searches 1 spacing either way."""
+    sent, received, rx = run_known_symbols(5.0, cfo=cfo)
+    assert len(rx.cfo_offsets) == 11
+    assert sorted(meta["image_id"] for meta, _ in received) == list(range(len(sent)))
+    assert abs(mse_db(sent, received) - 5.0) < 1.0
+
+
+def test_one_correlator_finds_no_frame_at_0_3_carrier_spacing():
+    """What the bank is for: the preamble's phase turns 0.75 cycle over its length, and the
+    correlation peak falls about 10 dB, below the threshold even at 25 dB SNR."""
+    _, received, rx = run_known_symbols(25.0, cfo=0.3, n_frames=6, cfo_search=0.1, idle_s=1.0)
+    assert len(rx.cfo_offsets) == 1 and received == []
+
+
+def test_cfo_search_offsets_cover_the_range_at_0_2_spacing():
+    assert cfo_search_offsets(0.0).tolist() == [0.0] and cfo_search_offsets(0.1).tolist() == [0.0]
+    assert np.allclose(cfo_search_offsets(0.5), [-0.4, -0.2, 0.0, 0.2, 0.4])
+    assert cfo_search_offsets(1.0).size == 11 and np.isclose(cfo_search_offsets(1.0).max(), 1.0)
+    with pytest.raises(ValueError, match="cfo_search 1.2: expected 0 to 1 carrier spacing"):
+        ofdm_analog_rx(cfo_search=1.2)
 
 
 def test_effective_snr_predicts_mse_on_a_selective_channel():

@@ -117,7 +117,7 @@ class rx_top(gr.top_block):
         else:
             self.radio = _usrp(config, "rx")
         self.rx = ofdm_analog_rx(ofdm["fft_len"], ofdm["cp_len"], detect_threshold=ofdm["detect_threshold"],
-                                 max_fragment_symbols=ofdm["max_fragment_symbols"])
+                                 max_fragment_symbols=ofdm["max_fragment_symbols"], cfo_search=ofdm["cfo_search"])
         self.decoder = semantic_decoder(config["codec"]["models_dir"], config["rx"]["reassembly_timeout_s"],
                                         config["rx"]["refine_steps"])
         ctrl = config["controller"]

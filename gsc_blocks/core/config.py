@@ -32,6 +32,9 @@ SCHEMA = {
         "detect_threshold": {**_num(0.5, 0.99999999), "default": 0.9999,
                              "doc": "corr_est_cc dynamic threshold for frame detection"},
         "guard_symbols": {**_num(1, 64, True), "default": 1, "doc": "OFDM symbols closing each frame"},
+        "cfo_search": {**_num(0.0, 1.0), "default": 1.0,
+                       "doc": "largest carrier frequency offset (carrier spacings) at which the receiver finds "
+                              "frames: one preamble correlator per 0.2 spacing (0.1: one correlator)"},
     },
     "codec": {
         "name": {"type": "str", "default": "deepjscc", "doc": "model folder under models/"},
@@ -48,7 +51,8 @@ SCHEMA = {
     "channel": {
         "enabled": {"type": "bool", "default": True, "doc": "emulate the channel (ZMQ); off for USRP"},
         "snr_db": {**_num(-20, 80), "default": 10.0, "doc": "per-carrier SNR at full power"},
-        "cfo": {**_num(-0.45, 0.45), "default": 0.0, "doc": "carrier frequency offset, in carrier spacings"},
+        "cfo": {**_num(-0.95, 0.95), "default": 0.0,
+                "doc": "carrier frequency offset, in carrier spacings (within ofdm.cfo_search)"},
         "multipath_taps": {"type": "taps", "default": [1.0],
                            "doc": "sample-spaced FIR taps, real or [re, im]; normalized to unit energy"},
         "fading": {"type": "choice", "choices": ["none", "rayleigh", "rician", "rayleigh_block"], "default": "none",
@@ -213,5 +217,15 @@ def load_config(path: str | Path, overrides: dict | None = None) -> dict:
             node = node.setdefault(part, {})
         node[leaf] = value
     config = validate(data, str(path))
+    check_consistency(config, str(path))
     config["_path"] = str(path)
     return config
+
+
+def check_consistency(config: dict, where: str):
+    """Checks across sections, after each value has passed its own."""
+    channel, ofdm = config["channel"], config["ofdm"]
+    if config["link"] == "zmq" and channel["enabled"] and abs(channel["cfo"]) > max(ofdm["cfo_search"], 0.1):
+        raise ConfigError(f"{where}: key channel.cfo: value {channel['cfo']} is outside ofdm.cfo_search "
+                          f"{ofdm['cfo_search']}: the receiver would find no frame; set ofdm.cfo_search to at "
+                          f"least {abs(channel['cfo'])}")
