@@ -604,17 +604,26 @@ def plot_control(result, slots, trace, path):
     fig.savefig(path, dpi=110)
     plt.close(fig)
     if result["v_sweep"]:
-        vs = sorted(result["v_sweep"], key=float)
-        fig, ax = plt.subplots(1, 2, figsize=(8, 3.2))
-        ax[0].plot([float(v) for v in vs], [result["v_sweep"][v]["energy_per_image"] for v in vs], "o-")
-        ax[0].set_xscale("log")
-        ax[0].set_xlabel("V")
-        ax[0].set_ylabel("energy per image")
-        ax[1].plot([float(v) for v in vs], [result["v_sweep"][v]["avg_quality"] - result["targets"]["quality"]
-                                            for v in vs], "o-")
-        ax[1].set_xscale("log")
-        ax[1].set_xlabel("V")
-        ax[1].set_ylabel(f"{unit} slack")
+        runs = {float(v): summary for v, summary in result["v_sweep"].items()}
+        runs.setdefault(float(result["V"]), result["policies"]["lyapunov"])    # the main run, at its V
+        vs = sorted(runs)
+        targets = result["targets"]
+        fig, ax = plt.subplots(1, 3, figsize=(11, 3.2))
+        panels = (("energy per image", lambda r: r["energy_per_image"], None),
+                  (f"{unit} minus target", lambda r: r["avg_quality"] - targets["quality"], 0.0),
+                  ("delay minus target (ms)", lambda r: r["avg_delay_ms"] - targets["delay_ms"], 0.0))
+        met = [v for v in vs if runs[v]["constraints_met"]]
+        for a, (label, value, zero) in zip(ax, panels):
+            a.plot(vs, [value(runs[v]) for v in vs], "o-", label="run")
+            a.plot(met, [value(runs[v]) for v in met], "o", color="C2", label="both targets met (2%)")
+            if zero is not None:
+                a.axhline(zero, color="k", lw=0.6)
+            a.set_xscale("log")
+            a.set_xlabel("V")
+            a.set_ylabel(label)
+            a.grid(alpha=0.3)
+        ax[0].legend(fontsize=7)
+        fig.suptitle(f"Lyapunov controller against V, {result.get('codec', '')}", fontsize=9)
         fig.tight_layout()
         fig.savefig(str(path).replace(".png", "_vsweep.png"), dpi=110)
         plt.close(fig)

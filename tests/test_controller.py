@@ -321,3 +321,17 @@ def test_the_setup_schema_offers_every_quality_metric():
     from gsc_blocks.core.config import SCHEMA
     from gsc_blocks.core.controller import QUALITY_METRICS
     assert SCHEMA["controller"]["quality_metric"]["choices"] == list(QUALITY_METRICS)
+
+
+def test_v_sweep_plot_places_the_main_run_among_the_sweep(tmp_path):
+    from gsc_blocks.bench import plot_control
+    slots = [{"Z": 0.0, "Y": 1.0, "power_level": k % 3, "quality": 60.0 + k % 2, "energy": 1e-3, "snr_est_db": 10.0}
+             for k in range(20)]
+    summary = lambda e, met: {"energy_per_image": e, "avg_delay_ms": 9.0, "avg_quality": 67.0,  # noqa: E731
+                              "constraints_met": met}
+    result = {"V": 1e7, "codec": "swinjscc", "targets": {"delay_ms": 10.0, "quality": 67.0,
+                                                         "quality_metric": "accuracy_pct"},
+              "policies": {"lyapunov": summary(8e-4, False)},
+              "v_sweep": {"1e+06": summary(1.1e-3, True), "1e+08": summary(5e-4, False)}}
+    plot_control(result, slots, np.full(20, 10.0), tmp_path / "c.png")
+    assert (tmp_path / "c.png").stat().st_size > 0 and (tmp_path / "c_vsweep.png").stat().st_size > 0
