@@ -482,7 +482,7 @@ def model_bound(config, trace, overrides=()) -> dict:
     ctrl = cfg["controller"]
     table = CalibrationTable.load(calibration_path(cfg), ctrl["quality_metric"])
     model = CostModel(table, loss_snr_db=ctrl["loss_snr_db"], lost_quality=ctrl["lost_quality"],
-                      lost_delay_ms=ctrl["slot_timeout_s"] * 1e3)
+                      lost_delay_ms=ctrl["slot_timeout_s"] * 1e3, loss_width_db=ctrl["loss_width_db"])
     actions = table.actions(ctrl["power_levels"], ctrl["refine_steps"])
     q_target, d_target = ctrl["quality_target"], ctrl["delay_target_ms"]
     # the same 2 % tolerance the policies are judged with, in the adaptive policy's favour

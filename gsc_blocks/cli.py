@@ -64,8 +64,8 @@ def cmd_bench(args) -> int:
                               args.json or "out/bench_frames.json", args.plot or "out/bench_frames.png")
         fit, ctrl = result["fit"], result["controller"]
         print(f"fit: half the frames lost at {fit['loss_snr_db']} dB, {fit['loss_width_db']} dB per e-fold "
-              f"(the controller plans with {ctrl['loss_snr_db']} dB, {ctrl['loss_width_db']} dB: "
-              "controller.loss_snr_db)")
+              f"(the setup's controller plans with {ctrl['loss_snr_db']} dB, {ctrl['loss_width_db']} dB: "
+              "controller.loss_snr_db, controller.loss_width_db)")
         return 0
     snrs = [float(s) for s in (args.snr or "0,5,10,15,20").split(",")]
     args.images = args.images or 200

@@ -106,7 +106,6 @@ def bench_frames(snrs=(-6, -5, -4, -3, -2, -1, 0, 2), n_frames=200, n_symbols=51
     setup's channel (its cfo, multipath and fading; its snr_trace is ignored), and the logistic fit."""
     from .apps.run import parse_overrides
     from .core.config import load_config
-    from .core.controller import CostModel
     cfg = load_config(config, parse_overrides(overrides))
     if n_frames < 1 or not 1 <= n_symbols <= cfg["ofdm"]["max_fragment_symbols"]:
         raise ValueError(f"bench frames: --frames {n_frames} and --symbols {n_symbols}: need at least one frame "
@@ -128,15 +127,13 @@ def bench_frames(snrs=(-6, -5, -4, -3, -2, -1, 0, 2), n_frames=200, n_symbols=51
         print(f"{snr:6.1f} dB: {points[-1]['decoded']}/{n_frames} frames decoded", flush=True)
     mid, width = fit_logistic_loss([p["snr_db"] for p in points], [p["lost"] for p in points],
                                    [p["frames"] for p in points])
-    planned = CostModel.__dataclass_fields__
     result = {"setup": str(config), "overrides": list(overrides), "n_symbols": n_symbols,
               "channel": {"cfo": cfg["channel"]["cfo"], "fading": cfg["channel"]["fading"],
                           "multipath_taps": [[complex(t).real, complex(t).imag]       # the YAML's [re, im]
                                              for t in cfg["channel"]["multipath_taps"]]},
               "points": points,
               "fit": {"loss_snr_db": round(mid, 2), "loss_width_db": round(width, 2)},
-              "controller": {"loss_snr_db": cfg["controller"]["loss_snr_db"],
-                             "loss_width_db": planned["loss_width_db"].default}}
+              "controller": {k: cfg["controller"][k] for k in ("loss_snr_db", "loss_width_db")}}
     if json_path:
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)
         Path(json_path).write_text(json.dumps(result, indent=1) + "\n")

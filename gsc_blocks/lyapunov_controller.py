@@ -26,8 +26,8 @@ class lyapunov_controller(gr.basic_block):
             quality_metric's unit).
         power_levels: transmit power levels allowed (2 dB per level below full power).
         loss_snr_db, lost_quality, lost_delay_ms: the effective SNR at which half of
-            the images are expected lost (logistic, see core/controller.py CostModel), and
-            what a lost image costs (lost_quality < 0: the table's, the dataset mean image's).
+            the images are expected lost (logistic, loss_width_db per e-fold, see
+            core/controller.py CostModel), and what a lost image costs (lost_quality < 0: the table's, the dataset mean image's).
         policy: lyapunov, fixed (always fixed_power_level at fixed_rate_index with
             fixed_refine_steps) or greedy (cheapest action expected to meet both targets
             at the reported SNR).
@@ -49,7 +49,7 @@ class lyapunov_controller(gr.basic_block):
     def __init__(self, calibration, V=1e4, delay_target_ms=50.0, quality_target=25.0, power_levels=(0, 1, 2, 3, 4),
                  policy="lyapunov", fixed_power_level=0, initial_snr_db=10.0, loss_snr_db=-3.5,
                  lost_quality=-1.0, lost_delay_ms=1000.0, fixed_rate_index=-1, quality_metric="psnr_db",
-                 fixed_refine_steps=0, refine_steps=None):
+                 fixed_refine_steps=0, refine_steps=None, loss_width_db=0.5):
         gr.basic_block.__init__(self, name="gsc_lyapunov_controller", in_sig=None, out_sig=None)
         if policy not in POLICIES:
             raise ValueError(f"policy {policy!r}: expected one of {', '.join(POLICIES)}")
@@ -58,7 +58,7 @@ class lyapunov_controller(gr.basic_block):
         self.table = table
         self.metric = table.metric
         self.model = CostModel(table, loss_snr_db=float(loss_snr_db), lost_quality=float(lost_quality),
-                               lost_delay_ms=float(lost_delay_ms))
+                               lost_delay_ms=float(lost_delay_ms), loss_width_db=float(loss_width_db))
         actions = table.actions(list(power_levels), None if refine_steps is None else list(refine_steps))
         self.core = LyapunovController(self.model, actions, float(V), float(delay_target_ms), float(quality_target))
         self.policy = policy

@@ -335,3 +335,18 @@ def test_v_sweep_plot_places_the_main_run_among_the_sweep(tmp_path):
               "v_sweep": {"1e+06": summary(1.1e-3, True), "1e+08": summary(5e-4, False)}}
     plot_control(result, slots, np.full(20, 10.0), tmp_path / "c.png")
     assert (tmp_path / "c.png").stat().st_size > 0 and (tmp_path / "c_vsweep.png").stat().st_size > 0
+
+
+def test_the_loss_width_key_reaches_the_cost_model():
+    from gsc_blocks.core.config import load_config
+    from gsc_blocks.lyapunov_controller import lyapunov_controller
+    repo = Path(__file__).resolve().parents[1]
+    setup = load_config(repo / "radio_config" / "zmq_loopback.yaml", {"controller.loss_width_db": 0.25})
+    assert setup["controller"]["loss_width_db"] == 0.25
+    table = repo / "models" / "deepjscc" / "calibration.json"
+    narrow = lyapunov_controller(str(table), loss_snr_db=-3.5, loss_width_db=0.25)
+    wide = lyapunov_controller(str(table), loss_snr_db=-3.5)
+    assert wide.model.loss_width_db == 0.5 and narrow.model.loss_width_db == 0.25
+    # one e-fold of the narrow curve below the midpoint is two of the wide one's
+    assert np.isclose(narrow.model.loss_probability(np.array([-3.75]))[0], 1 / (1 + np.exp(-1)))
+    assert np.isclose(wide.model.loss_probability(np.array([-4.0]))[0], 1 / (1 + np.exp(-1)))

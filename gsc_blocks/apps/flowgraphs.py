@@ -68,7 +68,8 @@ class tx_top(gr.top_block):
                 calibration_path(config), ctrl["V"], ctrl["delay_target_ms"], ctrl["quality_target"],
                 ctrl["power_levels"], ctrl["policy"], ctrl["fixed_power_level"], config["channel"]["snr_db"],
                 ctrl["loss_snr_db"], ctrl["lost_quality"], ctrl["slot_timeout_s"] * 1e3,
-                ctrl["fixed_rate_index"], ctrl["quality_metric"], ctrl["fixed_refine_steps"], ctrl["refine_steps"])
+                ctrl["fixed_rate_index"], ctrl["quality_metric"], ctrl["fixed_refine_steps"], ctrl["refine_steps"],
+                loss_width_db=ctrl["loss_width_db"])
             self.encoder.handle_control(pmt.to_pmt(self.controller.initial_command()))
             self.reports = zeromq.sub_msg_source(ctrl["report_address"], ZMQ_TIMEOUT_MS, False)
             self.msg_connect(self.reports, "out", self.controller, "report")

@@ -95,7 +95,9 @@ SCHEMA = {
                            "doc": "a slot with no report after this long counts as lost, with this delay"},
         "loss_snr_db": {**_num(-20, 40), "default": -3.5,
                         "doc": "effective SNR at which the controller expects half of the images lost "
-                               "(logistic, 0.5 dB per e-fold; measured on the link)"},
+                               "(logistic; `gsc bench frames` measures it)"},
+        "loss_width_db": {**_num(0.05, 10), "default": 0.5,
+                          "doc": "dB per e-fold of that logistic (`gsc bench frames` measures it)"},
         "lost_quality": {**_num(-1, 100), "default": -1.0,
                          "doc": "quality charged for a lost image, in quality_metric's unit (-1 = the "
                                 "calibration table's: the dataset mean image's)"},
