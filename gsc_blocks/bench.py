@@ -17,6 +17,12 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "datasets"
 
 
+def write_json(path, data):
+    """A benchmark's result as indented JSON, its folder made if need be."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(data, indent=1) + "\n")
+
+
 def cifar_test_images(data_dir, count):
     folder = Path(data_dir) / "cifar10" / "test"
     files = sorted(folder.glob("*.webp"), key=lambda p: int(p.stem.split("_")[0]))
@@ -316,8 +322,7 @@ def bench_link(codec_name="deepjscc", snrs=(0, 5, 10, 15, 20), n_images=200, dat
                       "image handed to the encoder to image decoded, with every image queued at once",
     }
     if json_path:
-        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_path).write_text(json.dumps(result, indent=1) + "\n")
+        write_json(json_path, result)
     if plot_path:
         plot_link(result, plot_path)
     return result
@@ -452,7 +457,7 @@ def bench_calibrate(codec_name="deepjscc", snrs=None, n_images=300, data_dir=Non
                       "definition": "the metrics of the dataset mean image, what a lost image is charged"},
              "snr_db": [float(s) for s in snrs], "rates": rates}
     if out_path:
-        Path(out_path).write_text(json.dumps(table, indent=1) + "\n")
+        write_json(out_path, table)
     return table
 
 
@@ -556,8 +561,7 @@ def bench_control(trace_path=None, n_images=2000, V=2e4, data_dir=None, config="
         result["lyapunov_energy_saving_vs_cheapest_fixed"] = \
             1 - result["policies"]["lyapunov"]["energy_per_image"] / meeting[name]["energy_per_image"]
     if json_path:
-        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_path).write_text(json.dumps(result, indent=1) + "\n")
+        write_json(json_path, result)
     if plot_path:
         plot_control(result, slots_by_run["lyapunov"], trace, plot_path)
     return result

@@ -66,6 +66,9 @@ def cmd_bench(args) -> int:
         print(f"fit: half the frames lost at {fit['loss_snr_db']} dB, {fit['loss_width_db']} dB per e-fold "
               f"(the setup's controller plans with {ctrl['loss_snr_db']} dB, {ctrl['loss_width_db']} dB: "
               "controller.loss_snr_db, controller.loss_width_db)")
+        rate = result["receive_rate"]
+        print(f"receiver ({rate['correlators']} correlators): {rate['frames_msps']} MS/s on back-to-back frames, "
+              f"{rate['noise_msps']} MS/s on noise")
         return 0
     snrs = [float(s) for s in (args.snr or "0,5,10,15,20").split(",")]
     args.images = args.images or 200

@@ -7,7 +7,6 @@ decoded, compares the SNR estimates and the payload's measured SNR with the
 channel's, and fits the logistic loss curve the controller plans with
 (core/controller.py CostModel.loss_probability: one half at loss_snr_db,
 loss_width_db per e-fold)."""
-import json
 import time
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import numpy as np
 import pmt
 from gnuradio import blocks, gr
 
+from .bench import write_json
 from .channel import from_config as channel_from_config
 from .ofdm_analog_rx import ofdm_analog_rx
 from .ofdm_analog_tx import ofdm_analog_tx
@@ -57,20 +57,62 @@ def send_and_collect(tx, store, fragments, expect, timeout=20.0, idle_s=None, rx
     return [split_pdu(store.get_message(k)) for k in range(store.num_messages())]
 
 
+def _tx(ofdm=None):
+    """ofdm_analog_tx from a setup's ofdm section (None: the blocks' defaults, amplitude 0.1)."""
+    ofdm = ofdm or {}
+    return ofdm_analog_tx(**{"amplitude": 0.1, **{k: ofdm[k] for k in (
+        "fft_len", "cp_len", "amplitude", "guard_symbols", "max_fragment_symbols") if k in ofdm}})
+
+
+def _rx(ofdm=None):
+    ofdm = ofdm or {}
+    return ofdm_analog_rx(**{k: ofdm[k] for k in (
+        "fft_len", "cp_len", "detect_threshold", "max_fragment_symbols", "cfo_search") if k in ofdm})
+
+
+def receive_rate(cfg, n_frames, n_symbols, snr_db, seed=1):
+    """Samples per second the setup's receiver takes in, run flat out on recorded streams: n_frames
+    back to back through the setup's channel at snr_db (bound by the per-frame Python work), and
+    complex noise of the same power (bound by the detection branch)."""
+    cfg["channel"].update(snr_db=float(snr_db), snr_trace="")
+    tb = gr.top_block()
+    tx, sink = _tx(cfg["ofdm"]), blocks.vector_sink_c()
+    tb.connect(tx, channel_from_config(cfg), sink)
+    rng = np.random.default_rng(seed)
+    tb.start()
+    try:
+        send_and_collect(tx, blocks.message_debug(), [(fragment_meta(i, n_symbols, slot=i), gaussian_symbols(
+            rng, n_symbols)) for i in range(n_frames)], 0)
+        deadline = time.time() + 60.0
+        while sink.nitems_read(0) < tx.builder.samples_queued and time.time() < deadline:
+            time.sleep(0.02)
+    finally:
+        tb.stop()
+        tb.wait()
+    frames = np.array(sink.data(), dtype=np.complex64)
+    # at least 2 M samples of noise, so the flowgraph's start does not weigh in
+    noise = (gaussian_symbols(rng, max(frames.size, 1 << 21)) * np.sqrt(np.mean(np.abs(frames) ** 2))
+             ).astype(np.complex64)
+    rates = {}
+    for name, stream in (("frames", frames), ("noise", noise)):
+        tb = gr.top_block()
+        rx = _rx(cfg["ofdm"])
+        tb.connect(blocks.vector_source_c(stream, False), rx)
+        start = time.perf_counter()
+        tb.run()
+        rates[f"{name}_msps"] = round(stream.size / (time.perf_counter() - start) / 1e6, 3)
+    return {**rates, "correlators": len(rx.cfo_offsets), "frame_samples": int(frames.size),
+            "noise_samples": int(noise.size)}
+
+
 def known_symbol_link(channel, n_frames=12, n_symbols=512, seed=1, power_level=0, payload_power=1.0,
                       ofdm=None, timeout=20.0, idle_s=None):
     """Send n_frames of known symbols (unit power unless payload_power says otherwise), frame i
     in image slot i, through `channel` (a gsc_channel) in one flowgraph.
     ofdm: the setup's ofdm section (default: the blocks' defaults).
     Returns (sent symbols, received (meta, symbols) list, the ofdm_analog_rx block)."""
-    ofdm = ofdm or {}
-    tx_args = {k: ofdm[k] for k in ("fft_len", "cp_len", "amplitude", "guard_symbols", "max_fragment_symbols")
-               if k in ofdm}
-    rx_args = {k: ofdm[k] for k in ("fft_len", "cp_len", "detect_threshold", "max_fragment_symbols", "cfo_search")
-               if k in ofdm}
     tb = gr.top_block()
-    tx = ofdm_analog_tx(**{"amplitude": 0.1, **tx_args})
-    rx = ofdm_analog_rx(**rx_args)
+    tx, rx = _tx(ofdm), _rx(ofdm)
     store = blocks.message_debug()
     tb.connect(tx, channel, rx)
     tb.msg_connect(rx, "out", store, "store")
@@ -103,7 +145,8 @@ def fit_logistic_loss(snrs, lost, sent):
 def bench_frames(snrs=(-6, -5, -4, -3, -2, -1, 0, 2), n_frames=200, n_symbols=512,
                  config="radio_config/zmq_loopback.yaml", overrides=(), json_path=None, plot_path=None):
     """Frame loss, SNR estimates and payload SNR per channel SNR (per carrier, full power) over the
-    setup's channel (its cfo, multipath and fading; its snr_trace is ignored), and the logistic fit."""
+    setup's channel (its cfo, multipath and fading; its snr_trace is ignored), the logistic fit,
+    and the receiver's rate on recorded streams (receive_rate)."""
     from .apps.run import parse_overrides
     from .core.config import load_config
     cfg = load_config(config, parse_overrides(overrides))
@@ -115,16 +158,17 @@ def bench_frames(snrs=(-6, -5, -4, -3, -2, -1, 0, 2), n_frames=200, n_symbols=51
         cfg["channel"].update(snr_db=float(snr), snr_trace="", seed=cfg["channel"]["seed"] + k)
         sent, received, rx = known_symbol_link(channel_from_config(cfg), n_frames, n_symbols, seed=1 + k,
                                                ofdm=cfg["ofdm"], timeout=60.0 + 0.2 * n_frames, idle_s=1.0)
-        ids = [meta["image_id"] for meta, _ in received]
+        decoded = len({meta["image_id"] for meta, _ in received})
         errors = [np.mean(np.abs(symbols - sent[meta["image_id"]]) ** 2) for meta, symbols in received]
         points.append({
-            "snr_db": float(snr), "frames": n_frames, "decoded": len(set(ids)), "lost": n_frames - len(set(ids)),
-            "loss_rate": (n_frames - len(set(ids))) / n_frames,
+            "snr_db": float(snr), "frames": n_frames, "decoded": decoded, "lost": n_frames - decoded,
+            "loss_rate": (n_frames - decoded) / n_frames,
             "headers_failed": int(rx.header_decoder.frames_failed),
             "snr_est_db": float(np.mean([m["snr_est_db"] for m, _ in received])) if received else None,
             "snr_eff_db": float(np.mean([m["snr_eff_db"] for m, _ in received])) if received else None,
             "payload_snr_db": float(-10 * np.log10(np.mean(errors))) if errors else None})
         print(f"{snr:6.1f} dB: {points[-1]['decoded']}/{n_frames} frames decoded", flush=True)
+    rate = receive_rate(cfg, n_frames, n_symbols, max(snrs))
     mid, width = fit_logistic_loss([p["snr_db"] for p in points], [p["lost"] for p in points],
                                    [p["frames"] for p in points])
     result = {"setup": str(config), "overrides": list(overrides), "n_symbols": n_symbols,
@@ -133,10 +177,12 @@ def bench_frames(snrs=(-6, -5, -4, -3, -2, -1, 0, 2), n_frames=200, n_symbols=51
                                              for t in cfg["channel"]["multipath_taps"]]},
               "points": points,
               "fit": {"loss_snr_db": round(mid, 2), "loss_width_db": round(width, 2)},
-              "controller": {k: cfg["controller"][k] for k in ("loss_snr_db", "loss_width_db")}}
+              "controller": {k: cfg["controller"][k] for k in ("loss_snr_db", "loss_width_db")},
+              "receive_rate": {**rate, "definition": "samples per second the receiver alone takes in from a "
+                               f"recorded stream: {n_frames} frames back to back at {max(snrs):g} dB, and noise "
+                               "of the same power; wall time on this host"}}
     if json_path:
-        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_path).write_text(json.dumps(result, indent=1) + "\n")
+        write_json(json_path, result)
     if plot_path:
         plot_frames(result, plot_path)
     return result

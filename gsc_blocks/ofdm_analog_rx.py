@@ -68,7 +68,7 @@ class tag_transfer(gr.sync_block):
         cluster = []
         for tag in marks + [None]:
             if cluster and (tag is None or tag.offset - cluster[-1].offset > self.merge):
-                best = max(cluster, key=lambda t: pmt.to_double(t.value) if pmt.is_number(t.value) else 0.0)
+                best = max(cluster, key=lambda t: pmt.to_double(t.value))    # corr_est_cc: the peak's size
                 if best.offset - self.last_mark > self.merge:
                     self.add_item_tag(0, best.offset, best.key, best.value, best.srcid)
                     self.last_mark = best.offset
@@ -234,8 +234,8 @@ class ofdm_analog_rx(gr.hier_block2):
             lets the preamble's 12 % sidelobes through as header CRC failures.
         cfo_search: largest carrier frequency offset, in carrier spacings (0 to 1), at
             which frames are still found: one correlator per 0.2 spacing of offset
-            (1.0: 11 correlators, each a few percent of a core at 1 MS/s). A single
-            correlator (0.1) finds no frame at 0.3 spacing, at any SNR.
+            (1.0: 11 correlators; `gsc bench frames` reports what they cost in receive
+            rate). A single correlator (0.1) finds no frame at 0.3 spacing, at any SNR.
     Message ports: out (fragments), events (lost headers), snr (one-float PDU per
     frame: the preamble SNR estimate, for a QT GUI time sink).
     """

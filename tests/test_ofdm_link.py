@@ -9,7 +9,8 @@ from gnuradio import blocks, gr
 from gsc_blocks.channel import gsc_channel
 from gsc_blocks.frame_bench import (bench_frames, fit_logistic_loss, fragment_meta, gaussian_symbols,
                                    known_symbol_link, send_and_collect)
-from gsc_blocks.ofdm_analog_rx import cfo_search_offsets, ofdm_analog_rx
+from gsc_blocks.core.config import CORRELATOR_REACH
+from gsc_blocks.ofdm_analog_rx import CFO_SEARCH_STEP, cfo_search_offsets, ofdm_analog_rx
 from gsc_blocks.ofdm_analog_tx import ofdm_analog_tx
 
 MILD_3TAP = [1.0, 0.25, 0.1j]           # ZF loss 0.09 dB
@@ -66,6 +67,7 @@ def test_cfo_search_offsets_cover_the_range_at_0_2_spacing():
     assert cfo_search_offsets(0.0).tolist() == [0.0] and cfo_search_offsets(0.1).tolist() == [0.0]
     assert np.allclose(cfo_search_offsets(0.5), [-0.4, -0.2, 0.0, 0.2, 0.4])
     assert cfo_search_offsets(1.0).size == 11 and np.isclose(cfo_search_offsets(1.0).max(), 1.0)
+    assert CORRELATOR_REACH == CFO_SEARCH_STEP / 2         # what the config check allows one correlator
     with pytest.raises(ValueError, match="cfo_search 1.2: expected 0 to 1 carrier spacing"):
         ofdm_analog_rx(cfo_search=1.2)
 
@@ -190,3 +192,6 @@ def test_bench_frames_counts_every_frame_and_fits_the_loss(tmp_path):
     assert abs(high["payload_snr_db"] - 8.0) < 0.5 and abs(high["snr_eff_db"] - 8.0) < 0.5
     assert -6.0 < result["fit"]["loss_snr_db"] < 0.0
     assert result["controller"] == {"loss_snr_db": -3.5, "loss_width_db": 0.5}
+    rate = result["receive_rate"]
+    assert rate["correlators"] == 1 and rate["frame_samples"] > 24 * 512 and rate["noise_samples"] >= 1 << 21
+    assert rate["frames_msps"] > 0 and rate["noise_msps"] > 0

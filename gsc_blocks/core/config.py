@@ -224,10 +224,17 @@ def load_config(path: str | Path, overrides: dict | None = None) -> dict:
     return config
 
 
+# The CFO one preamble correlator covers either side of its own offset: half the
+# receiver's correlator spacing (ofdm_analog_rx.CFO_SEARCH_STEP; this module stays
+# free of GNU Radio imports).
+CORRELATOR_REACH = 0.1
+
+
 def check_consistency(config: dict, where: str):
     """Checks across sections, after each value has passed its own."""
     channel, ofdm = config["channel"], config["ofdm"]
-    if config["link"] == "zmq" and channel["enabled"] and abs(channel["cfo"]) > max(ofdm["cfo_search"], 0.1):
+    reach = max(ofdm["cfo_search"], CORRELATOR_REACH)
+    if config["link"] == "zmq" and channel["enabled"] and abs(channel["cfo"]) > reach:
         raise ConfigError(f"{where}: key channel.cfo: value {channel['cfo']} is outside ofdm.cfo_search "
                           f"{ofdm['cfo_search']}: the receiver would find no frame; set ofdm.cfo_search to at "
                           f"least {abs(channel['cfo'])}")
