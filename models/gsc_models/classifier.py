@@ -10,7 +10,6 @@ judged by whether this classifier still gives it its true label.
 import argparse
 import json
 import shlex
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -20,33 +19,10 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from .cards import data_line, file_entry, git_commit, weights_entry, write_card
+from .cifar_classifier import CifarClassifier  # noqa: F401  (callers that import it from here)
 from .data import datasets_root, load_cifar10, manifest_sha256
-from .export import sha256_file
-
-
-def block(cin, cout):
-    return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
-
-
-class CifarClassifier(nn.Module):
-    """[N,3,32,32] floats in [0,1] -> [N,10] logits."""
-
-    MEAN = (0.491, 0.482, 0.447)
-    STD = (0.247, 0.243, 0.262)
-
-    def __init__(self, width: int = 32):
-        super().__init__()
-        self.config = {"width": width}
-        w = width
-        self.features = nn.Sequential(*block(3, w), *block(w, w), nn.MaxPool2d(2),
-                                      *block(w, 2 * w), *block(2 * w, 2 * w), nn.MaxPool2d(2),
-                                      *block(2 * w, 4 * w), *block(4 * w, 4 * w), nn.MaxPool2d(2))
-        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.2), nn.Linear(4 * w, 10))
-        self.register_buffer("mean", torch.tensor(self.MEAN).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(self.STD).view(1, 3, 1, 1))
-
-    def forward(self, x):
-        return self.head(self.features((x - self.mean) / self.std))
+from .registry import MODELS
 
 
 def to_tensor(images_u8: np.ndarray) -> torch.Tensor:
@@ -73,26 +49,24 @@ def accuracy(model, images: torch.Tensor, labels: torch.Tensor, batch=1000) -> f
 
 
 def export(model, out: Path, args, log, test_acc, root):
+    spec = MODELS["cifar_classifier"]
     model.eval()
     torch.onnx.export(model, (torch.rand(1, 3, 32, 32),), out / "classifier.onnx", input_names=["image"],
                       output_names=["logits"], dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
                       opset_version=17, dynamo=False)
-    np.savez(out / "weights.npz", **{k: v.detach().cpu().numpy() for k, v in model.state_dict().items()})
+    weights = weights_entry(model, out)
     _, _, classes = load_cifar10("test", root, 1)
     card = {
         "name": out.name,
-        "kind": "classifier",
-        "architecture": f"CifarClassifier {model.config}: 6 conv3x3/BN/ReLU layers in 3 max-pooled stages, "
-                        "global average pool, dropout, linear",
+        "kind": spec.kind,
+        "architecture": spec.architecture.format(config=model.config),
         "parameters": sum(p.numel() for p in model.parameters()),
         "config": model.config,
         "classes": classes,
         "files": {
-            "classifier": {"path": "classifier.onnx", "sha256": sha256_file(out / "classifier.onnx"),
-                           "inputs": {"image": "float32 [N,3,32,32] in [0,1] (RGB)"},
-                           "outputs": {"logits": "float32 [N,10], classes in card order"}},
-            "weights": {"path": "weights.npz", "sha256": sha256_file(out / "weights.npz"),
-                        "format": "numpy .npz of the torch state dict (no pickle)"},
+            "classifier": file_entry(out, "classifier.onnx", inputs={"image": "float32 [N,3,32,32] in [0,1] (RGB)"},
+                                     outputs={"logits": "float32 [N,10], classes in card order"}),
+            "weights": weights,
         },
         "training": {
             "command": log["command"],
@@ -100,18 +74,15 @@ def export(model, out: Path, args, log, test_acc, root):
             "data_manifest_sha256": manifest_sha256(root),
             "epochs": args.epochs,
             "minutes": log["minutes"],
-            "git_commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                                         text=True).stdout.strip(),
+            "git_commit": git_commit(),
         },
         "eval": {"dataset": "CIFAR-10 test, all 10000 images", "top1_accuracy": round(test_acc, 4)},
     }
-    (out / "card.json").write_text(json.dumps(card, indent=2) + "\n")
-    (out / "card.md").write_text(f"""# Model card: {out.name}
+    write_card(out, card, f"""# Model card: {out.name}
 
 - Use: the semantic metric of the benchmarks (top-1 accuracy of received images vs originals).
 - Architecture: {card['architecture']}; {card['parameters']:,} parameters.
-- Data: {card['training']['data']}; dataset MANIFEST.sha256 hash `{card['training']['data_manifest_sha256']}`.
-- Training command (run from `models/`): `{log['command']}`
+{data_line(card['training'])}- Training command (run from `models/`): `{log['command']}`
   ({args.epochs} epochs, {log['minutes']} minutes on this project's 2-core CPU machine).
 
 ## Eval
@@ -120,15 +91,7 @@ def export(model, out: Path, args, log, test_acc, root):
 | --- | --- |
 | {card['eval']['dataset']} | {test_acc:.4f} |
 
-## Files
-
-| file | SHA-256 |
-| --- | --- |
-| classifier.onnx | `{card['files']['classifier']['sha256']}` |
-| weights.npz | `{card['files']['weights']['sha256']}` |
-
-The runtime (gsc_blocks.core.semantic) refuses a file whose SHA-256 differs from card.json.
-""")
+""", spec.kind)
     return card
 
 
@@ -151,7 +114,7 @@ def main(argv=None):
     test_u8, test_y, _ = load_cifar10("test", root)
     x, y = to_tensor(train_u8), torch.from_numpy(train_y)
     xt, yt = to_tensor(test_u8).to(args.device), torch.from_numpy(test_y).to(args.device)
-    model = CifarClassifier(args.width).to(args.device)
+    model = MODELS["cifar_classifier"].build(args.width).to(args.device)
     steps = args.epochs * ((len(x) + args.batch - 1) // args.batch)
     opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9, weight_decay=5e-4, nesterov=True)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=steps, pct_start=0.2)

@@ -19,13 +19,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from .cards import load_weights_npz
 from .data import datasets_root, load_cifar10, manifest_sha256
 from .deepjscc import DeepJSCC
 from .layers import awgn, keep_groups
-from .swinjscc import SwinJSCC
-
-MODELS = {"deepjscc": DeepJSCC, "deepjscc_sr": DeepJSCC, "swinjscc": SwinJSCC}
-SUCCESSIVE = {"deepjscc_sr", "swinjscc"}   # models trained with random symbol-group truncation
+from .registry import MODELS, names
 
 
 def psnr_db(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -92,7 +90,7 @@ def to_tensor(images_u8: np.ndarray) -> torch.Tensor:
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", choices=sorted(MODELS), default="deepjscc")
+    p.add_argument("--model", choices=names("codec"), default="deepjscc")
     p.add_argument("--channels", type=int, default=64, help="deepjscc width (swinjscc: its defaults)")
     p.add_argument("--epochs", type=int, default=12)
     p.add_argument("--batch", type=int, default=64)
@@ -125,9 +123,9 @@ def main(argv=None):
     train = to_tensor(train_u8)
     test = to_tensor(test_u8)
 
-    model = MODELS[args.model](channels=args.channels) if MODELS[args.model] is DeepJSCC else MODELS[args.model]()
+    spec = MODELS[args.model]
+    model = spec.build(channels=args.channels) if spec.build is DeepJSCC else spec.build()
     if args.init:
-        from .export import load_weights_npz
         model = load_weights_npz(args.model, args.init)
         model.train()
     model = model.to(args.device)
@@ -148,7 +146,7 @@ def main(argv=None):
             snr = torch.empty(len(x), 1, device=args.device).uniform_(args.snr_min, args.snr_max)
             seen = snr + torch.randn_like(snr) * args.snr_input_jitter_db
             groups = torch.randint(1, n_groups + 1, (len(x),), device=args.device) \
-                if args.model in SUCCESSIVE else None
+                if spec.successive else None
             y = transmit(model, x, snr, seen, groups)
             loss = batch_loss(x, y, args.loss)
             opt.zero_grad(set_to_none=True)
@@ -160,7 +158,7 @@ def main(argv=None):
             bar.set_postfix(psnr=f"{10 * math.log10(1 / running):.2f}", lr=f"{sched.get_last_lr()[0]:.1e}")
         model.cpu()
         table = evaluate(model, test)
-        if args.model in SUCCESSIVE:
+        if spec.successive:
             table = {"all_groups": table, **{f"groups_{g}": evaluate(model, test, groups=g)
                                              for g in (2, 4)}}
         model.to(args.device)

@@ -19,13 +19,14 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from .cards import (MODELS_DIR, data_line, file_entry, init_lines, load_weights_npz, training_record,
+                    weights_entry, write_card)
 from .data import datasets_root, load_cifar10, manifest_sha256
-from .export import init_lines, load_weights_npz, save_weights_npz, sha256_file, training_record
 from .layers import awgn, keep_groups, ms_ssim
-from .refiner import COSINE_OFFSET, RESIDUAL_SCALE, Denoiser, alpha_sigma, ddim_refine
-from .train import SUCCESSIVE, flipped_batches, psnr_db, to_tensor, warmup_cosine
+from .refiner import COSINE_OFFSET, RESIDUAL_SCALE, alpha_sigma, ddim_refine
+from .registry import MODELS
+from .train import flipped_batches, psnr_db, to_tensor, warmup_cosine
 
-MODELS_DIR = Path(__file__).resolve().parents[1]
 EVAL_SNRS = (0, 5, 10, 20)
 EVAL_STEPS = (0, 1, 2, 4, 8)
 
@@ -33,7 +34,7 @@ EVAL_STEPS = (0, 1, 2, 4, 8)
 @torch.no_grad()
 def jscc_output(codec, name, x, snr, seen, groups=None):
     z = codec.encoder(x, snr)
-    if name in SUCCESSIVE:
+    if MODELS[name].successive:
         groups = groups if groups is not None else torch.randint(1, codec.config["latent_complex"] + 1, (len(x),),
                                                                  device=x.device)
         z, mask = keep_groups(z, groups)
@@ -114,7 +115,7 @@ def train(args):
     codecs = {n: load_weights_npz(n, MODELS_DIR / n) for n in names}
     for codec in codecs.values():
         codec.requires_grad_(False).to(args.device)
-    model = load_weights_npz("refiner", args.init, Denoiser).train() if args.init else Denoiser(args.channels)
+    model = load_weights_npz("refiner", args.init).train() if args.init else MODELS["refiner"].build(args.channels)
     model = model.to(args.device)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     steps_per_epoch = len(train_x) // args.batch
@@ -157,7 +158,8 @@ def train(args):
 
 def export(args):
     state = torch.load(args.export, map_location="cpu", weights_only=True)
-    model = Denoiser(**state["config"])
+    spec = MODELS["refiner"]
+    model = spec.build(**state["config"])
     model.load_state_dict(state["state_dict"])
     model.eval()
     out = Path(args.out)
@@ -169,7 +171,7 @@ def export(args):
                                     "coarse": {0: "batch", 2: "height", 3: "width"},
                                     "t": {0: "batch"}, "snr_db": {0: "batch"}, "v": {0: "batch", 2: "height", 3: "width"}},
                       opset_version=17, dynamo=False)
-    save_weights_npz(model, out / "weights.npz")
+    weights = weights_entry(model, out)
     log_path = Path(args.export).parent / "train_log.json"
     log = json.loads(log_path.read_text()) if log_path.exists() else {}
     root = datasets_root(args.data)
@@ -179,45 +181,41 @@ def export(args):
     tables = evaluate(model, codecs, test_x)
     card = {
         "name": "refiner",
-        "kind": "refiner",
+        "kind": spec.kind,
         "codecs": names,
         "codec_weights_sha256": log.get("codec_weights_sha256") or codec_weights_sha256(names),
-        "architecture": f"conditional diffusion U-Net {model.config} (two downsamplings, FiLM on time and SNR), "
-                        "v-prediction on the scaled residual, cosine schedule, DDIM sampling",
+        "architecture": spec.architecture.format(config=model.config),
         "parameters": sum(p.numel() for p in model.parameters()),
         "config": model.config,
         "diffusion": {"schedule": "cosine", "cosine_offset": COSINE_OFFSET, "residual_scale": RESIDUAL_SCALE,
                       "prediction": "v", "sampler": "DDIM eta=0, t = steps/steps .. 1/steps",
-                      "max_steps": 15, "size_multiple": 4},
+                      "max_steps": 15, "size_multiple": spec.size_multiple},
         "files": {
-            "denoiser": {"path": "denoiser.onnx", "sha256": sha256_file(out / "denoiser.onnx"),
-                         "inputs": {"z_t": "float32 [N,3,H,W] noisy scaled residual", "coarse":
-                                    "float32 [N,3,H,W] JSCC output in [0,1]", "t": "float32 [N,1] in [0,1]",
-                                    "snr_db": "float32 [N,1]"},
-                         "outputs": {"v": "float32 [N,3,H,W]"}},
-            "weights": {"path": "weights.npz", "sha256": sha256_file(out / "weights.npz"),
-                        "format": "numpy .npz of the torch state dict (no pickle)"},
+            "denoiser": file_entry(out, "denoiser.onnx",
+                                   inputs={"z_t": "float32 [N,3,H,W] noisy scaled residual", "coarse":
+                                           "float32 [N,3,H,W] JSCC output in [0,1]", "t": "float32 [N,1] in [0,1]",
+                                           "snr_db": "float32 [N,1]"},
+                                   outputs={"v": "float32 [N,3,H,W]"}),
+            "weights": weights,
         },
         "training": training_record(args.train_command, log, root, "CIFAR-10 train (40,000 images) from "
                                     "shared/datasets/cifar10/train, through the codecs above"),
         "eval": {"dataset": f"CIFAR-10 test, first {len(test_x)} images",
                  "channel": "ideal AWGN, true SNR, full rate", **tables},
     }
-    (out / "card.json").write_text(json.dumps(card, indent=2) + "\n")
     head = " | ".join(f"{k} steps" for k in EVAL_STEPS)
     rows = {metric: "\n".join(f"| {name} | {snr} | " + " | ".join(f"{by[str(k)]:{fmt}}" for k in EVAL_STEPS) + " |"
                               for name, per in tables[metric].items() for snr, by in per.items())
             for metric, fmt in (("psnr_db", ".2f"), ("ms_ssim", ".4f"))}
     started = init_lines(card["training"])
     codec_list = ", ".join(f"`{n}` `{h[:16]}...`" for n, h in card["codec_weights_sha256"].items())
-    (out / "card.md").write_text(f"""# Model card: refiner
+    write_card(out, card, f"""# Model card: refiner
 
 - Architecture: {card['architecture']}; {card['parameters']:,} parameters.
 - Refines the output of: {', '.join(names)} (one model for all; conditioned on the receiver's SNR estimate).
 - Steps: 0 is the JSCC output; 1 is the network's estimate of the residual's mean (a learned post-filter);
   more steps sample the posterior with DDIM, one network evaluation each. Max 15 (the header's 4-bit field).
-- Data: {card['training']['data']}; dataset MANIFEST.sha256 hash `{card['training']['data_manifest_sha256']}`.
-- Training command (run from `models/`): `{args.train_command}`
+{data_line(card['training'])}- Training command (run from `models/`): `{args.train_command}`
   ({card['training']['epochs']} of {card['training']['scheduled_epochs']} scheduled epochs,
   {card['training']['minutes']} minutes on this project's 2-core CPU machine, sharing it with other work).
 {started}- Codec weights it learned from (weights.npz SHA-256): {codec_list}.
@@ -235,15 +233,7 @@ def export(args):
 | --- | --- |{' --- |' * len(EVAL_STEPS)}
 {rows['ms_ssim']}
 
-## Files
-
-| file | SHA-256 |
-| --- | --- |
-| denoiser.onnx | `{card['files']['denoiser']['sha256']}` |
-| weights.npz | `{card['files']['weights']['sha256']}` |
-
-The runtime (gsc_blocks.core.refiner) refuses a file whose SHA-256 differs from card.json.
-""")
+""", spec.kind)
     print(json.dumps(card["eval"], indent=1))
     return 0
 
