@@ -1,5 +1,6 @@
 """gsc command line (run through scripts/gsc, which sets up the environment first)."""
 import argparse
+import shlex
 import subprocess
 import sys
 import time
@@ -28,18 +29,22 @@ def cmd_demo(args) -> int:
     return 0
 
 
-def cmd_test(args) -> int:
-    return subprocess.call([sys.executable, "-m", "pytest", str(REPO / "tests"), "-q", "-p", "no:cacheprovider"]
-                           + args.pytest_args, cwd=REPO)
+def cmd_test(pytest_args) -> int:
+    """pytest on tests/ (or on the test files or folders named), its options passed through."""
+    named = [a for a in pytest_args if not a.startswith("-") and (REPO / a.split("::")[0]).exists()]
+    where = [] if named else [str(REPO / "tests")]
+    return subprocess.call([sys.executable, "-m", "pytest"] + where + ["-q", "-p", "no:cacheprovider"]
+                           + pytest_args, cwd=REPO)
 
 
 def cmd_bench(args) -> int:
-    from .bench import bench_calibrate, bench_control, bench_link, format_link_table
     if args.what == "calibrate":
         args.images = args.images or 300
         out = args.out or str(REPO / "models" / args.codec / "calibration.json")
         steps = [int(k) for k in args.refine_steps.split(",")] if args.refine_steps else None
-        table = bench_calibrate(args.codec, None, args.images, args.data, out, refine_steps=steps)
+        from .bench.calibrate import bench_calibrate
+        table = bench_calibrate(args.codec, None, args.images, args.data, out, refine_steps=steps,
+                                command=args.command_line)
         for rate, entry in table["rates"].items():
             for k, point in entry["steps"].items():
                 print(f"rate {rate} ({entry['symbols']} symbols), {k} refiner steps: PSNR {point['psnr_db']}")
@@ -50,18 +55,21 @@ def cmd_bench(args) -> int:
         args.images = args.images or 2000
         v_sweep = [float(v) for v in args.v_sweep.split(",")] if args.v_sweep else []
         levels = [int(v) for v in args.fixed_levels.split(",") if v.strip()]
+        from .bench.control import bench_control
         result = bench_control(args.snr_trace, args.images, args.V, args.data, args.config,
                                args.json or "out/bench_control.json", args.plot or "out/bench_control.png",
                                v_sweep=v_sweep, fixed_levels=levels, codec=args.codec,
                                quality_metric=args.quality_metric, quality_target=args.quality_target,
-                               overrides=args.set, work_dir=args.work_dir or "out/bench_control")
+                               overrides=args.set, work_dir=args.work_dir or "out/bench_control",
+                               command=args.command_line)
         print(_json.dumps({k: v for k, v in result.items() if k != "trace"}, indent=1))
         return 0
     if args.what == "frames":
-        from .frame_bench import bench_frames
+        from .bench.frames import bench_frames
         snrs = [float(s) for s in (args.snr or "-6,-5,-4,-3,-2,-1,0,2").split(",")]
         result = bench_frames(snrs, args.frames, args.symbols, args.config, args.set,
-                              args.json or "out/bench_frames.json", args.plot or "out/bench_frames.png")
+                              args.json or "out/bench_frames.json", args.plot or "out/bench_frames.png",
+                              command=args.command_line)
         fit, ctrl = result["fit"], result["controller"]
         print(f"fit: half the frames lost at {fit['loss_snr_db']} dB, {fit['loss_width_db']} dB per e-fold "
               f"(the setup's controller plans with {ctrl['loss_snr_db']} dB, {ctrl['loss_width_db']} dB: "
@@ -72,9 +80,11 @@ def cmd_bench(args) -> int:
         return 0
     snrs = [float(s) for s in (args.snr or "0,5,10,15,20").split(",")]
     args.images = args.images or 200
+    from .bench.link import bench_link, format_link_table
     result = bench_link(args.codec, snrs, args.images, args.data, args.config,
                         args.json or "out/bench_link.json", args.plot or "out/bench_link.png", mcs=args.mcs,
-                        cbr=args.cbr, fading=args.fading, dataset=args.dataset, refine_steps=args.refine_steps or "1")
+                        cbr=args.cbr, fading=args.fading, dataset=args.dataset, refine_steps=args.refine_steps or "1",
+                        command=args.command_line)
     print(format_link_table(result))
     t = result["throughput"]
     print(f"throughput: {t['samples_per_s'] / 1e3:.0f} kS/s, {t['images_per_s']:.1f} images/s, "
@@ -82,24 +92,33 @@ def cmd_bench(args) -> int:
     return 0
 
 
-def cmd_models(args, module) -> int:
-    return subprocess.call([sys.executable, "-m", f"gsc_models.{module}"] + args.rest, cwd=REPO / "models")
+def cmd_models(module, rest) -> int:
+    """A training-side command, its own options and --help passed through."""
+    return subprocess.call([sys.executable, "-m", f"gsc_models.{module}"] + rest, cwd=REPO / "models")
 
 
-def main(argv=None) -> int:
-    from .core.codec import CodecError
-    from .core.config import ConfigError
+class Parser(argparse.ArgumentParser):
+    """Bad options end in one line (and exit code 2), naming the command's --help."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+PASS_THROUGH = {"train": "train", "export": "export", "train-refiner": "train_refiner"}
+
+
+def build_parser() -> Parser:
+    from .apps.run import add_rx_arguments, add_tx_arguments
     from .core.controller import QUALITY_METRICS
-    from .core.images import ImageError
-    p = argparse.ArgumentParser(prog="gsc", description="gr-gsc: generative semantic communication over GNU Radio")
-    sub = p.add_subparsers(dest="command", required=True)
+    p = Parser(prog="scripts/gsc", description="gr-gsc: generative semantic communication over GNU Radio")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
     d = sub.add_parser("demo", help="send the sample images over the two-process ZMQ loopback")
     d.add_argument("--config", default=str(REPO / "radio_config" / "zmq_loopback.yaml"))
     d.add_argument("--images", default=str(REPO / "tests" / "data" / "samples"))
     d.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a setup key")
     d.add_argument("--out", default=None)
-    t = sub.add_parser("test", help="run the test suite")
-    t.add_argument("pytest_args", nargs=argparse.REMAINDER)
+    sub.add_parser("test", help="run the test suite; pytest options pass through (e.g. -k frame, -x)",
+                   add_help=False)
     b = sub.add_parser("bench", help="benchmarks (writes JSON and a PNG plot)")
     b.add_argument("what", choices=["link", "calibrate", "control", "frames"])
     b.add_argument("--codec", default="deepjscc", help="link: one codec or several, comma-separated "
@@ -140,24 +159,36 @@ def main(argv=None) -> int:
                    help="control, frames: a setup change for every run (e.g. controller.calibration=FILE, "
                         "channel.cfo=0.2), repeatable")
     b.add_argument("--work-dir", default=None, help="control: folder for the runs (default out/bench_control)")
-    for name, module in (("train", "train"), ("export", "export"), ("train-refiner", "train_refiner")):
-        q = sub.add_parser(name, help=f"models/gsc_models/{module}.py (arguments passed through)")
-        q.add_argument("rest", nargs=argparse.REMAINDER)
-    for role in ("tx", "rx"):
-        q = sub.add_parser(role, help=f"run the {role.upper()} flowgraph alone (see --help)")
-        q.add_argument("rest", nargs=argparse.REMAINDER)
-    args = p.parse_args(argv)
+    for name, module in PASS_THROUGH.items():
+        sub.add_parser(name, help=f"models/gsc_models/{module}.py; its options pass through "
+                                  f"(scripts/gsc {name} --help lists them)", add_help=False)
+    add_tx_arguments(sub.add_parser("tx", help="the transmitter alone (one host of two, or over ZMQ)"))
+    add_rx_arguments(sub.add_parser("rx", help="the receiver alone; ends at the transmitter's end-of-stream frame"))
+    p.commands = sub.choices
+    return p
+
+
+def main(argv=None) -> int:
+    from .core.models import CodecError
+    from .core.config import ConfigError
+    from .core.images import ImageError
+    argv = list(sys.argv[1:] if argv is None else argv)
+    p = build_parser()
+    args, rest = p.parse_known_args(argv)
+    if args.command == "test":
+        return cmd_test(rest)
+    if args.command in PASS_THROUGH:
+        return cmd_models(PASS_THROUGH[args.command], rest)
+    if rest:
+        p.commands[args.command].error(f"unrecognized arguments: {' '.join(rest)}")
+    args.command_line = " ".join(["scripts/gsc"] + [shlex.quote(a) for a in argv])
     try:
         if args.command == "demo":
             return cmd_demo(args)
-        if args.command == "test":
-            return cmd_test(args)
         if args.command == "bench":
             return cmd_bench(args)
-        if args.command in ("train", "export", "train-refiner"):
-            return cmd_models(args, args.command.replace("-", "_"))
-        from .apps.run import main as run_main
-        return run_main([args.command] + args.rest)
+        from .apps.run import run_rx, run_tx
+        return run_tx(args) if args.command == "tx" else run_rx(args)
     except (ConfigError, CodecError, ImageError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

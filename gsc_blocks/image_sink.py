@@ -92,7 +92,7 @@ class image_sink(gr.basic_block):
     def _judge(self, image, original_path, record):
         """record['correct']: does the classifier label the received image as the original's class
         (from its file name)? Left out for other sizes and unlabelled names."""
-        from .core.codec import CodecError
+        from .core.models import CodecError
         from .core.semantic import Classifier, cifar_label
         if image.shape != (32, 32, 3):
             return

@@ -10,9 +10,10 @@ from gnuradio import gr
 
 from .core.images import ImageError, list_images, load_image
 from .pdu_util import make_pdu
+from .worker import background_worker
 
 
-class image_source(gr.basic_block):
+class image_source(background_worker, gr.basic_block):
     """Reads image files and emits one PDU per image (meta: image_id, name, height, width).
 
     Args:
@@ -24,7 +25,9 @@ class image_source(gr.basic_block):
         paced: send the first image, then one more per message on 'next' (a closed
             loop sends the next image once the last one is reported).
     A file that cannot be decoded is reported in the manifest and on 'events'; the
-    rest of the batch still goes out. After the last image a 'done' event is sent.
+    rest of the batch still goes out. After the last image an end-of-stream PDU (meta
+    end_of_stream, images, next_image_id; no pixels) goes out on 'out', from which the
+    encoder makes the end-of-stream frame, and a 'done' event is sent.
     """
 
     def __init__(self, paths=(), first_id=0, interval_s=0.0, manifest="", start_delay_s=0.0, paced=False):
@@ -38,7 +41,6 @@ class image_source(gr.basic_block):
         self.manifest = Path(manifest) if manifest else None
         self.finished = threading.Event()
         self.records = []
-        self._thread = None
         self._stop = threading.Event()
         self.paced = bool(paced)
         self._next = threading.Semaphore(0)
@@ -50,23 +52,13 @@ class image_source(gr.basic_block):
     def handle_next(self, _msg):
         self._next.release()
 
-    def start(self):
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return True
-
-    def stop(self):
-        self._stop.set()
-        return True
-
     def _record(self, record):
         self.records.append(record)
         if self.manifest:
             with self.manifest.open("a") as fh:
                 fh.write(json.dumps(record) + "\n")
 
-    def _run(self):
+    def _work(self):
         if self._stop.wait(self.start_delay_s):
             return
         for offset, path in enumerate(self.paths):
@@ -95,5 +87,10 @@ class image_source(gr.basic_block):
                 np.ascontiguousarray(image).reshape(-1)))
             if self.interval_s:
                 self._stop.wait(self.interval_s)
+        if not self._stop.is_set():
+            # Tells the encoder to close the stream with an end-of-stream frame.
+            self.message_port_pub(pmt.intern("out"), make_pdu(
+                {"end_of_stream": True, "images": len(self.paths),
+                 "next_image_id": (self.first_id + len(self.paths)) % 65536}, np.zeros(0, np.uint8)))
         self.message_port_pub(pmt.intern("events"), pmt.to_pmt({"event": "done", "images": len(self.paths)}))
         self.finished.set()

@@ -1,18 +1,20 @@
 """Lyapunov controller block: per-image RX reports in, encoder commands out."""
 import threading
+import time
 
 import numpy as np
 import pmt
 from gnuradio import gr
 
 from .core.frame import power_gain
-from .pdu_util import make_pdu
+from .pdu_util import make_pdu, split_pdu
 from .core.controller import Action, CalibrationTable, CostModel, LyapunovController, greedy_policy, to_metric
+from .worker import background_worker
 
 POLICIES = ("lyapunov", "fixed", "greedy")
 
 
-class lyapunov_controller(gr.basic_block):
+class lyapunov_controller(background_worker, gr.basic_block):
     """Drift-plus-penalty choice of (rate, power, refinement steps) per image slot.
 
     Each action's cost is averaged over the next slot's SNR: the last report plus
@@ -28,6 +30,8 @@ class lyapunov_controller(gr.basic_block):
         loss_snr_db, lost_quality, lost_delay_ms: the effective SNR at which half of
             the images are expected lost (logistic, loss_width_db per e-fold, see
             core/controller.py CostModel), and what a lost image costs (lost_quality < 0: the table's, the dataset mean image's).
+            lost_delay_ms is also the slot timeout: an image sent (port 'sent') with no report
+            this long after is charged as lost by the block itself.
         policy: lyapunov, fixed (always fixed_power_level at fixed_rate_index with
             fixed_refine_steps) or greedy (cheapest action expected to meet both targets
             at the reported SNR).
@@ -39,7 +43,8 @@ class lyapunov_controller(gr.basic_block):
             table has).
     Message ports: report in (an image sink's report: snr_est_db at reference
     power, decode_ms, and psnr_db, ms_ssim, correct when known; or a dict with
-    snr_db, delay_ms, quality); command out (dict rate_index, power_level, refine_steps, for the
+    snr_db, delay_ms, quality); sent in (the image source's image PDUs: each starts
+    a slot's timeout; optional); command out (dict rate_index, power_level, refine_steps, for the
     semantic encoder's control port); state out (queues Z, Y and the action);
     next out (after each command: lets a paced image source send the next image);
     queues and action out (float PDUs [Z, Y] and [power, rate, steps] for QT GUI
@@ -77,10 +82,34 @@ class lyapunov_controller(gr.basic_block):
         self.last_action = self.fixed if policy == "fixed" else Action(full, min(power_levels), int(fixed_refine_steps))
         self.slots = []                        # one record per reported slot
         self.lock = threading.Lock()
+        self.lost_delay_ms = float(lost_delay_ms)
+        self.pending = {}                      # slot -> (image_id, time sent): awaiting a report
+        self._stop = threading.Event()
         self.message_port_register_in(pmt.intern("report"))
+        self.message_port_register_in(pmt.intern("sent"))
+        self.set_msg_handler(pmt.intern("sent"), self.handle_sent)
         for port in ("command", "state", "next", "queues", "action"):
             self.message_port_register_out(pmt.intern(port))
         self.set_msg_handler(pmt.intern("report"), self.handle_report)
+
+    def handle_sent(self, msg):
+        meta, _ = split_pdu(msg)
+        if "slot" in meta:
+            with self.lock:
+                self.pending[int(meta["slot"])] = (int(meta.get("image_id", -1)), float(meta.get("t_sent", time.time())))
+
+    def _work(self):
+        """A slot with no report lost_delay_ms after its image was sent is charged as lost,
+        with that delay, at the last SNR reported."""
+        while not self._stop.wait(0.005):
+            now = time.time()
+            with self.lock:
+                late = [(slot, image_id) for slot, (image_id, t_sent) in self.pending.items()
+                        if now - t_sent > self.lost_delay_ms / 1e3]
+                last_snr = self.slots[-1]["snr_db"] if self.slots else 0.0
+            for slot, image_id in sorted(late):
+                self.handle_report(pmt.to_pmt({"lost": True, "timeout": True, "slot": slot, "image_id": image_id,
+                                               "snr_est_db": last_snr, "delay_ms": self.lost_delay_ms}))
 
     def _choose(self, snr_db: float) -> Action:
         if self.policy == "fixed":
@@ -106,6 +135,13 @@ class lyapunov_controller(gr.basic_block):
             return
         with self.lock:
             image_id = report.get("image_id")
+            if "slot" in report:
+                slot = int(report["slot"])
+            else:               # a receiver's report: its slot by image id (the header carries no slot)
+                slot = next((k for k, (i, _) in self.pending.items() if i == image_id), None)
+            if self.pending and slot not in self.pending:
+                return          # a late report for a slot already charged as lost
+            self.pending.pop(slot, None)
             if image_id is not None and any(r.get("image_id") == image_id for r in self.slots[-8:]):
                 return          # a late report for an image already charged as lost
             if "delay_ms" in report and "quality" in report:

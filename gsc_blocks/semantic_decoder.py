@@ -6,13 +6,16 @@ import numpy as np
 import pmt
 from gnuradio import gr
 
-from .core.codec import CodecError, codec_for_id
-from .core.refiner import Refiner, refiner_name_for
+from .core.frame import CONTROL_CODEC_ID, is_end_of_stream
+from .core.models import CodecError
 from .core.reassembly import Reassembler
+from .core.refiner import Refiner, refiner_name_for
+from .core.registry import codec_for_id
 from .pdu_util import make_pdu, split_pdu
+from .worker import background_worker
 
 
-class semantic_decoder(gr.basic_block):
+class semantic_decoder(background_worker, gr.basic_block):
     """Reassembles fragments per image and runs the codec's ONNX decoder.
 
     The codec is chosen per image from the header's codec id. The decoder is
@@ -31,6 +34,9 @@ class semantic_decoder(gr.basic_block):
         models_dir: where model folders live ('' = default search path).
         reassembly_timeout_s: decode an incomplete image this long after its last fragment.
         refine_steps: -1 = as each header says; 0..15 = this many for every image.
+    An end-of-stream control frame (see core/frame.py) decodes everything pending
+    and is reported once on 'events'.
+
     Message ports: in (fragments), flush (decode everything pending), control (dict
     with refine_steps, from the next image on), out (images), events (images that
     could not be decoded, with the reason).
@@ -57,19 +63,9 @@ class semantic_decoder(gr.basic_block):
         self.set_msg_handler(pmt.intern("flush"), self.handle_flush)
         self.set_msg_handler(pmt.intern("control"), self.handle_control)
         self._stop = threading.Event()
-        self._timer = None
+        self.end_of_stream = threading.Event()   # set by the transmitter's end-of-stream frame
 
-    def start(self):
-        self._stop.clear()
-        self._timer = threading.Thread(target=self._expire_loop, daemon=True)
-        self._timer.start()
-        return True
-
-    def stop(self):
-        self._stop.set()
-        return True
-
-    def _expire_loop(self):
+    def _work(self):
         while not self._stop.wait(0.2):
             with self.reassembly_lock:
                 images = self.reassembler.expired(time.time())
@@ -89,6 +85,9 @@ class semantic_decoder(gr.basic_block):
 
     def handle_fragment(self, msg):
         meta, symbols = split_pdu(msg)
+        if int(meta.get("codec_id", -1)) == CONTROL_CODEC_ID:
+            self._control_frame(meta)
+            return
         with self.reassembly_lock:
             self.busy += 1
             images = self.reassembler.add(meta, np.asarray(symbols, np.complex64), time.time())
@@ -152,6 +151,16 @@ class semantic_decoder(gr.basic_block):
         meta["refine_ms"] = (time.perf_counter() - start) * 1e3
         meta["refine_steps_applied"] = steps
         return refined
+
+    def _control_frame(self, meta):
+        """End of stream: decode what is pending now (the transmitter sends nothing more)
+        and say so once on 'events'; the frame's copies and other control frames are dropped."""
+        if not is_end_of_stream(meta) or self.end_of_stream.is_set():
+            return
+        self.flush()
+        self.end_of_stream.set()
+        self.message_port_pub(pmt.intern("events"), pmt.to_pmt(
+            {"event": "end_of_stream", "next_image_id": int(meta["image_id"]), "time": time.time()}))
 
     def handle_flush(self, _msg):
         self.flush()

@@ -6,8 +6,12 @@ import numpy as np
 import pmt
 from gnuradio import gr
 
-from .core.codec import CodecError, make_codec
+from .core.models import CodecError
+from .core.registry import make_codec
+from .core.frame import control_payload, end_of_stream_meta
 from .pdu_util import make_pdu, split_pdu
+
+END_OF_STREAM_COPIES = 3
 
 
 def fragment(symbols: np.ndarray, max_symbols: int):
@@ -27,7 +31,8 @@ class semantic_encoder(gr.basic_block):
         snr_db: SNR the encoder is conditioned on (channel state at the TX).
         max_fragment_symbols: payload symbols per frame at most.
         models_dir: where model folders live ('' = default search path).
-    Message ports: in (image PDUs), control (dict with any of codec, rate_index,
+    Message ports: in (image PDUs; an end-of-stream PDU from the image source becomes
+    the end-of-stream control frame), control (dict with any of codec, rate_index,
     power_level, refine_steps, snr_db; applies from the next image), out
     (fragments), events (images that could not be encoded, with the reason).
     """
@@ -43,6 +48,7 @@ class semantic_encoder(gr.basic_block):
         self.lock = threading.Lock()
         self.images_encoded = 0
         self.images_handled = 0     # encoded or refused
+        self.end_of_stream_sent = False
         self.fragments_out = 0
         self.encode_ms = []
         for port in ("in", "control"):
@@ -77,13 +83,24 @@ class semantic_encoder(gr.basic_block):
             {"event": "encode_failed", "image_id": image_id, "reason": reason}))
 
     def handle_image(self, msg):
+        meta, pixels = split_pdu(msg)
+        if meta.get("end_of_stream"):
+            self._end_of_stream(meta)
+            return
         try:
-            self._encode(msg)
+            self._encode(meta, pixels)
         finally:
             self.images_handled += 1
 
-    def _encode(self, msg):
-        meta, pixels = split_pdu(msg)
+    def _end_of_stream(self, meta):
+        """The end-of-stream control frame, END_OF_STREAM_COPIES times (a receiver needs one)."""
+        header = end_of_stream_meta(int(meta.get("next_image_id", 0)))
+        for _ in range(END_OF_STREAM_COPIES):
+            self.fragments_out += 1
+            self.message_port_pub(pmt.intern("out"), make_pdu(header, control_payload()))
+        self.end_of_stream_sent = True
+
+    def _encode(self, meta, pixels):
         image_id = int(meta.get("image_id", -1))
         h, w = int(meta["height"]), int(meta["width"])
         with self.lock:

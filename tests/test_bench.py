@@ -6,8 +6,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from gsc_blocks.bench import _lost_scores, bench_link, ideal_awgn_point, ideal_awgn_points
-from gsc_blocks.core.codec import JSCCCodec
+from gsc_blocks.bench.common import _lost_scores, ideal_awgn_point, ideal_awgn_points
+from gsc_blocks.bench.link import bench_link
+from gsc_blocks.core.jscc import JSCCCodec
 from gsc_blocks.core.fading import block_fading_gains
 from gsc_blocks.core.images import load_image
 from gsc_blocks.core.refiner import refiner_for
@@ -99,7 +100,7 @@ def test_bench_control_accounts_every_slot_and_names_the_cheapest_fixed_policy(t
     policy's summary covers every image slot, each decoded slot is charged whether the receiver's
     classifier got its label right, the cheapest fixed policy that met both targets is named, and
     no full-power entry is made up when level 0 was not run."""
-    from gsc_blocks.bench import bench_control
+    from gsc_blocks.bench.control import bench_control
     data = _cifar_folder(tmp_path / "d", 4)
     result = bench_control(n_images=4, data_dir=data, work_dir=tmp_path / "work", fixed_levels=(1, 2),
                            json_path=tmp_path / "control.json", codec="swinjscc", quality_metric="accuracy_pct",

@@ -5,7 +5,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gsc_blocks.core.codec import CodecError, JSCCCodec, available_models, load_card
+from gsc_blocks.core.jscc import JSCCCodec
+from gsc_blocks.core.models import CodecError, available_models, load_card
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
 

@@ -215,7 +215,7 @@ def test_every_shipped_codec_has_a_calibration_table_for_each_rate(codec):
     """The closed loop runs with any shipped JSCC codec in any quality metric: its table covers every
     rate and 0 to 2 refiner steps, fewer groups mean fewer symbols, refining takes longer, quality
     rises with SNR and a lost image scores below a full-rate one at 0 dB."""
-    from gsc_blocks.core.codec import JSCCCodec
+    from gsc_blocks.core.jscc import JSCCCodec
     from gsc_blocks.core.controller import QUALITY_METRICS
     models = Path(__file__).resolve().parents[1] / "models"
     rates = JSCCCodec(codec, models).rate_count
@@ -324,7 +324,7 @@ def test_the_setup_schema_offers_every_quality_metric():
 
 
 def test_v_sweep_plot_places_the_main_run_among_the_sweep(tmp_path):
-    from gsc_blocks.bench import plot_control
+    from gsc_blocks.bench.control import plot_control
     slots = [{"Z": 0.0, "Y": 1.0, "power_level": k % 3, "quality": 60.0 + k % 2, "energy": 1e-3, "snr_est_db": 10.0}
              for k in range(20)]
     summary = lambda e, met: {"energy_per_image": e, "avg_delay_ms": 9.0, "avg_quality": 67.0,  # noqa: E731

@@ -39,7 +39,7 @@ def test_install_layout(prefix):
 
 def test_installed_package_imports_from_prefix(prefix, tmp_path):
     site = next(prefix.glob("lib/python3*/site-packages"))
-    code = ("import gsc_blocks.ofdm_analog_tx as m, gsc_blocks.core.codec as c; print(m.__file__); "
+    code = ("import gsc_blocks.ofdm_analog_tx as m, gsc_blocks.core.models as c; print(m.__file__); "
             "print(c.find_model('deepjscc'))")
     env = dict(os.environ, PYTHONPATH=str(site))
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, check=True)

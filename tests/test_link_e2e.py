@@ -58,7 +58,7 @@ def test_bad_setup_value_and_missing_model_stop_before_starting(tmp_path, sample
         run_link(CONFIG, samples, tmp_path / "a", ["channel.snr_db=loud"])
     with pytest.raises(CodecError, match="model 'nosuch' not found"):
         run_link(CONFIG, samples, tmp_path / "b", ["codec.name=nosuch"])
-    with pytest.raises(ConfigError, match=r"key codec.rate_index: rate_index 3: deepjscc has rate indexes 0 \(CBR 1/6\)"):
+    with pytest.raises(ConfigError, match=r"key codec.rate_index: rate_index 3: deepjscc has rate indexes 0 \(cbr 1/6\)"):
         run_link(CONFIG, samples, tmp_path / "c", ["codec.rate_index=3"])
     assert not (tmp_path / "a" / "tx.log").exists()
 

@@ -7,7 +7,7 @@ import pytest
 from gnuradio import blocks, gr
 
 from gsc_blocks.channel import gsc_channel
-from gsc_blocks.frame_bench import (bench_frames, fit_logistic_loss, fragment_meta, gaussian_symbols,
+from gsc_blocks.bench.frames import (bench_frames, fit_logistic_loss, fragment_meta, gaussian_symbols,
                                    known_symbol_link, send_and_collect)
 from gsc_blocks.core.config import CORRELATOR_REACH
 from gsc_blocks.ofdm_analog_rx import CFO_SEARCH_STEP, cfo_search_offsets, ofdm_analog_rx

@@ -7,7 +7,8 @@ import pmt
 import pytest
 from gnuradio import blocks, gr
 
-from gsc_blocks.core.codec import CodecError, JSCCCodec, load_card
+from gsc_blocks.core.jscc import JSCCCodec
+from gsc_blocks.core.models import CodecError, load_card
 from gsc_blocks.core.images import load_image
 from gsc_blocks.core.metrics import ms_ssim, psnr_db
 from gsc_blocks.core.refiner import Refiner, refiner_for

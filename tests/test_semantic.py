@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gsc_blocks.core.codec import CodecError, load_card
+from gsc_blocks.core.models import CodecError, load_card
 from gsc_blocks.core.images import load_image
 from gsc_blocks.core.semantic import Classifier, cifar_label
 
@@ -55,6 +55,6 @@ def test_tampered_classifier_is_refused(tmp_path):
 
 
 def test_classifier_is_not_a_codec():
-    from gsc_blocks.core.codec import JSCCCodec
+    from gsc_blocks.core.jscc import JSCCCodec
     with pytest.raises(CodecError, match="model 'cifar_classifier' is a classifier, not a codec"):
         JSCCCodec("cifar_classifier", MODELS)

@@ -5,10 +5,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gsc_blocks.core.codec import CodecError, make_codec
+from gsc_blocks.core.models import CodecError
+from gsc_blocks.core.registry import make_codec
 from gsc_blocks.core.images import load_image
-from gsc_blocks.core.separation import (MCS_TABLE, SEPARATION_CODEC_ID, SeparationCodec, _LDPCCode, _Modem,
-                                        encode_source, mcs_index)
+from gsc_blocks.core.digital import MCS_TABLE, LDPCCode as _LDPCCode, Modem as _Modem, mcs_index
+from gsc_blocks.core.separation import SEPARATION_CODEC_ID, SeparationCodec, encode_source
 
 
 @pytest.fixture
@@ -28,8 +29,8 @@ def test_digital_path_delivers_the_source_stream_exactly_at_high_snr(image):
     symbols = codec.encode(image, 0.0, rate)
     assert symbols.size == 512 and abs(np.mean(np.abs(symbols) ** 2) - 1) < 0.1     # CBR 1/6, unit power
     decoded = codec.decode(awgn(symbols, 30.0), 32, 32, 30.0, rate)
-    _, stream = codec.source_stream(image, codec.payload_bytes(32, 32, rate) - 8)
-    assert 0 < len(stream) <= codec.payload_bytes(32, 32, rate) - 8
+    _, stream = codec.source_stream(image, codec.capacity(32, 32, rate) - 4)
+    assert 0 < len(stream) <= codec.capacity(32, 32, rate) - 4
     assert np.array_equal(decoded, np.asarray(Image.open(io.BytesIO(stream)).convert("RGB")))
 
 
@@ -38,7 +39,7 @@ def test_best_source_codec_is_named_in_the_stream(image):
     assert codec.codec_id == SEPARATION_CODEC_ID
     rate = mcs_index("64qam-1/2")
     decoded = codec.decode(awgn(codec.encode(image, 0.0, rate), 30.0), 32, 32, 30.0, rate)
-    assert codec.last_source_codec in ("jpeg2000", "webp", "avif") and decoded.shape == (32, 32, 3)
+    assert codec.last_detail in ("jpeg2000", "webp", "avif") and decoded.shape == (32, 32, 3)
 
 
 def test_ldpc_corrects_errors_at_a_known_operating_point():

@@ -5,7 +5,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gsc_blocks.core.codec import JSCCCodec, codec_for_id, load_card
+from gsc_blocks.core.jscc import JSCCCodec
+from gsc_blocks.core.models import load_card
+from gsc_blocks.core.registry import codec_for_id
 from gsc_blocks.core.images import load_image
 from gsc_blocks.core.metrics import psnr_db
 
@@ -29,7 +31,7 @@ def test_card_describes_the_groups_and_their_eval(codec):
 
 def test_rate_index_cbr_and_symbol_counts(codec):
     assert [codec.groups_sent(r) for r in range(8)] == [8, 7, 6, 5, 4, 3, 2, 1]
-    assert [codec.rate_index_for_cbr(c) for c in ("1/6", "1/12", "1/16", "1/24", "1/48")] == [0, 4, 5, 6, 7]
+    assert [codec.rate_index_for(c) for c in ("1/6", "1/12", "1/16", "1/24", "1/48")] == [0, 4, 5, 6, 7]
     assert abs(codec.cbr_at(4) - 1 / 12) < 1e-12
     image = load_image(SAMPLES / "cifar_0_cat.png")
     for rate in (0, 4, 7):
@@ -51,13 +53,13 @@ def test_groups_are_a_prefix_of_the_full_latent(codec):
 
 def test_bad_rates_are_refused_clearly(codec):
     image = load_image(SAMPLES / "cifar_0_cat.png")
-    with pytest.raises(ValueError, match=r"rate_index 8: deepjscc_sr has rate indexes 0 to 7 \(CBR 1/6, 7/48"):
+    with pytest.raises(ValueError, match=r"rate_index 8: deepjscc_sr has rate indexes 0 to 7 \(cbr 1/6, cbr 7/48"):
         codec.encode(image, 10.0, 8)
-    with pytest.raises(ValueError, match="CBR 1/5: deepjscc_sr offers 1/6, 7/48"):
-        codec.rate_index_for_cbr("1/5")
+    with pytest.raises(ValueError, match="CBR 1/5: deepjscc_sr offers cbr 1/6, cbr 7/48"):
+        codec.rate_index_for("1/5")
     with pytest.raises(ValueError, match="256 symbols do not make a 32x32 image at rate_index 0"):
         codec.decode(codec.encode(image, 10.0, 4), 32, 32, 10.0, 0)
-    with pytest.raises(ValueError, match=r"deepjscc has rate indexes 0 \(CBR 1/6\)"):
+    with pytest.raises(ValueError, match=r"deepjscc has rate indexes 0 \(cbr 1/6\)"):
         JSCCCodec("deepjscc", MODELS).encode(image, 10.0, 1)
 
 

@@ -4,7 +4,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gsc_blocks.core.codec import JSCCCodec, codec_for_id, load_card
+from gsc_blocks.core.jscc import JSCCCodec
+from gsc_blocks.core.models import load_card
+from gsc_blocks.core.registry import codec_for_id
 from gsc_blocks.core.images import load_image
 from gsc_blocks.core.metrics import psnr_db
 
@@ -21,7 +23,7 @@ def test_card_names_codec_id_groups_sizes_and_training(codec):
     card = load_card("swinjscc", MODELS)
     assert card["codec_id"] == 3 and codec_for_id(3).name == "swinjscc"
     assert codec.rate_count == 8 and codec.size_multiple == 16
-    assert [codec.rate_index_for_cbr(c) for c in ("1/6", "1/12", "1/16", "1/24")] == [0, 4, 5, 6]
+    assert [codec.rate_index_for(c) for c in ("1/6", "1/12", "1/16", "1/24")] == [0, 4, 5, 6]
     assert "Swin stages" in card["architecture"]
     assert card["training"]["command"].startswith("python -m gsc_models.train --model swinjscc")
     assert set(card["eval"]["psnr_db_by_groups"]) == {str(g) for g in range(1, 9)}

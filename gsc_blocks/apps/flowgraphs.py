@@ -36,7 +36,7 @@ def _usrp(config, direction):
 
 def calibration_path(config) -> str:
     """controller.calibration, or the codec's models/<name>/calibration.json when it is ''."""
-    from ..core.codec import find_model
+    from ..core.models import find_model
     if config["controller"]["calibration"]:
         return config["controller"]["calibration"]
     codec = config["codec"]
@@ -75,6 +75,7 @@ class tx_top(gr.top_block):
             self.msg_connect(self.reports, "out", self.controller, "report")
             self.msg_connect(self.controller, "command", self.encoder, "control")
             self.msg_connect(self.controller, "next", self.source, "next")
+            self.msg_connect(self.source, "out", self.controller, "sent")
         chain = [self.tx]
         if config["link"] == "zmq":
             if config["channel"]["enabled"]:
@@ -84,6 +85,7 @@ class tx_top(gr.top_block):
                                           False, ZMQ_HWM))
         else:
             chain.append(_usrp(config, "tx"))
+        self.radio_sink = chain[-1]
         self.connect(*chain)
 
     def event_list(self):
@@ -98,12 +100,9 @@ class tx_top(gr.top_block):
         return (self.source.finished.is_set() and self.encoder.images_handled >= sent
                 and self.builder.frames_built >= self.encoder.fragments_out)
 
-    def flush(self, zeros=131072):
-        """Zeros after the last frame. ZMQ may drop what is still queued when the TX stops
-        (up to ZMQ_HWM messages of a buffer each), so the tail is longer than that: only
-        zeros can be lost."""
-        self.tx.flusher.to_basic_block()._post(
-            pmt.intern("flush"), pmt.to_pmt({"after": int(self.builder.samples_queued), "zeros": int(zeros)}))
+    def flush(self, zeros: int):
+        """Zeros after the last frame (see apps/run.py for how many)."""
+        self.tx.flusher.request(int(self.builder.samples_queued), int(zeros))
 
 
 class rx_top(gr.top_block):

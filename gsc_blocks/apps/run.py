@@ -1,7 +1,11 @@
 """Run the TX or RX flowgraph as a process, or both over ZMQ as a link.
 
-    python -m gsc_blocks.apps.run tx --config radio_config/zmq_loopback.yaml --images DIR --out OUT
-    python -m gsc_blocks.apps.run rx --config radio_config/zmq_loopback.yaml --out OUT
+    scripts/gsc rx --config radio_config/zmq_loopback.yaml --out OUT
+    scripts/gsc tx --config radio_config/zmq_loopback.yaml --images DIR --out OUT
+
+The transmitter closes its stream with an end-of-stream frame; a receiver
+ends when it receives one (or once idle, see --idle), so the two sides need
+nothing but the radio between them.
 """
 import argparse
 import json
@@ -12,28 +16,19 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
-
-from ..core.codec import CodecError
-from ..core.config import ConfigError, load_config
+from ..core.config import ConfigError, load_config, parse_overrides  # noqa: F401 (parse_overrides: callers)
 from ..core.images import ImageError, list_images
+from ..core.models import CodecError
 
 TX_MANIFEST = "tx_manifest.jsonl"
 RX_LOG = "received.jsonl"
-DONE_FILE = "tx_done"
-SENT_FILE = "tx_sent.json"      # TX -> RX: samples that must arrive before the TX may close ZMQ
-DRAINED_FILE = "rx_drained"     # RX -> TX: they did
-
-
-def parse_overrides(pairs) -> dict:
-    """['channel.snr_db=5', ...] -> {'channel.snr_db': 5.0}; values parsed as YAML scalars."""
-    out = {}
-    for pair in pairs or []:
-        if "=" not in pair:
-            raise ConfigError(f"--set {pair!r}: expected KEY=VALUE, e.g. channel.snr_db=5")
-        key, value = pair.split("=", 1)
-        out[key] = yaml.safe_load(value)
-    return out
+# Zeros after the end-of-stream frame. Over ZMQ they must outnumber what the link
+# buffers between the two flowgraphs (ZMQ queues of ZMQ_HWM messages on each side,
+# the kernel's TCP buffers, a few MB each on Linux): once the transmitter has pushed
+# them all, every frame before them has reached the receiver, and only zeros can be
+# lost when the socket closes. A radio needs just enough to release the last frame.
+ZMQ_TAIL_SAMPLES = 1 << 21
+RADIO_TAIL_SAMPLES = 131072
 
 
 def _image_list(spec: str) -> list[Path]:
@@ -45,71 +40,91 @@ def _image_list(spec: str) -> list[Path]:
 
 def run_tx(args) -> int:
     from .flowgraphs import tx_top
-    config = load_config(args.config, parse_overrides(args.set))
+    config = load_config(args.config, args.set)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     images = _image_list(args.images)
+    for name in (TX_MANIFEST, "tx_stats.json", "tx_controller.jsonl"):
+        (out / name).unlink(missing_ok=True)       # a reused folder holds this run's records only
     top = tx_top(config, images, str(out / TX_MANIFEST), start_delay_s=args.start_delay,
                  interval_s=args.interval, first_id=args.first_id)
     t_start = time.time()
     top.start()
     deadline = time.time() + args.max_seconds
     if top.controller is not None:
-        _closed_loop(top, config["controller"], deadline)
-    while not top.all_framed() and time.time() < deadline:
+        _closed_loop(top, deadline)
+    while not (top.all_framed() and top.encoder.end_of_stream_sent) and time.time() < deadline:
         time.sleep(0.02)
-    top.flush()
-    while not top.tx.flusher.idle and time.time() < deadline:
-        time.sleep(0.02)
-    if args.wait_rx:
-        # Closing the ZMQ socket drops whatever the receiver has not read yet (queues and
-        # TCP buffers hold megabytes), so wait until the receiver says it has the frames.
-        (out / DRAINED_FILE).unlink(missing_ok=True)
-        frames_and_idle = top.builder.samples_queued + top.builder.frames_built * top.builder.idle_zeros
-        (out / SENT_FILE).write_text(json.dumps({"samples": frames_and_idle}))
-        while not (out / DRAINED_FILE).exists() and time.time() < deadline:
-            time.sleep(0.05)
-    time.sleep(args.linger)
+    top.flush(ZMQ_TAIL_SAMPLES if config["link"] == "zmq" else RADIO_TAIL_SAMPLES)
+    delivered = _wait_sent(top, deadline, args.linger, args.stall_seconds)
     top.stop()
     top.wait()
     stats = {"images_offered": len(images), "images_encoded": top.encoder.images_encoded,
              "fragments": top.encoder.fragments_out, "frames": top.builder.frames_built,
              "samples": top.builder.samples_queued, "encode_ms": top.encoder.encode_ms,
              "events": top.event_list(), "t_start": t_start, "t_end": time.time(),
-             "completed": top.all_framed()}
+             "completed": top.all_framed(), "stream": delivered}
     (out / "tx_stats.json").write_text(json.dumps(stats))
     if top.controller is not None:
         with (out / "tx_controller.jsonl").open("w") as fh:
             for record in top.controller.slots:
                 fh.write(json.dumps(record) + "\n")
-    return 0
+    sent = sum(1 for r in top.source.records if r["status"] == "sent")
+    outcome = {"complete": "every sample went out", "receiver_closed": "the receiver left after the last frame",
+               "stalled": "the receiver stopped reading", "deadline": "--max-seconds passed"}[delivered]
+    print(f"gsc tx: {sent} of {len(images)} images sent ({top.encoder.images_encoded} encoded) in "
+          f"{top.builder.frames_built} frames, end-of-stream frame included; {outcome}", flush=True)
+    return 0 if delivered != "stalled" else 1
 
 
-def _closed_loop(top, ctrl, deadline):
-    """Wait for one report per image; an image with none slot_timeout_s after it was sent counts as lost."""
-    import pmt
-    controller, source = top.controller, top.source
-    charged = -1
+def _wait_sent(top, deadline, linger_s, stall_s) -> str:
+    """Keep the flowgraph up until the radio sink has taken every sample, tail included.
+
+    Returns 'complete'; 'receiver_closed' when the sink stopped taking samples for
+    linger_s after the frames had gone out (a receiver that saw the end-of-stream
+    frame may leave before the tail's zeros); 'stalled' when it stopped for
+    stall_s with frames still unsent (no receiver reading); 'deadline'.
+    """
+    # The emulated channel's filters hold a few samples back: allow one OFDM symbol (a
+    # frame's last symbol is a guard symbol).
+    held = top.tx.numerology.symbol_len
+    last, last_change = -1, time.time()
     while time.time() < deadline:
-        sent = [r for r in source.records if r["status"] == "sent"]
-        done = len(controller.slots)
-        if source.finished.is_set() and done >= len(sent):
+        produced = top.tx.flusher.nitems_written(0)
+        taken = top.radio_sink.nitems_read(0) + held
+        if top.tx.flusher.idle and taken >= produced:
+            return "complete"
+        if taken != last:
+            last, last_change = taken, time.time()
+        frames_out = taken >= top.builder.samples_queued
+        if time.time() - last_change > (linger_s if frames_out else stall_s):
+            if not frames_out:
+                print(f"gsc tx: error: the radio sink took no samples for {stall_s:g} s with "
+                      f"{top.builder.samples_queued - taken + held} frame samples unsent: is a receiver reading "
+                      "(scripts/gsc rx with the same zmq.address)?", file=sys.stderr, flush=True)
+                return "stalled"
+            return "receiver_closed"
+        time.sleep(0.02)
+    return "deadline"
+
+
+def _closed_loop(top, deadline):
+    """Wait for one controller record per image sent: a report, or the controller's own lost
+    charge once its slot timeout passed."""
+    while time.time() < deadline:
+        sent = sum(1 for r in top.source.records if r["status"] == "sent")
+        if top.source.finished.is_set() and len(top.controller.slots) >= sent:
             return
-        pending = sent[done] if done < len(sent) else None
-        if pending and pending["slot"] != charged and time.time() - pending["t_sent"] > ctrl["slot_timeout_s"]:
-            last_snr = controller.slots[-1]["snr_db"] if controller.slots else 0.0
-            controller.to_basic_block()._post(pmt.intern("report"), pmt.to_pmt({
-                "lost": True, "slot": int(pending["slot"]), "image_id": int(pending["image_id"]),
-                "snr_est_db": last_snr, "delay_ms": ctrl["slot_timeout_s"] * 1e3}))
-            charged = pending["slot"]
-        time.sleep(0.005)
+        time.sleep(0.01)
 
 
 def run_rx(args) -> int:
     from .flowgraphs import rx_top
-    config = load_config(args.config, parse_overrides(args.set))
+    config = load_config(args.config, args.set)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    for name in (RX_LOG, "rx_stats.json"):
+        (out / name).unlink(missing_ok=True)       # a reused folder holds this run's records only
     manifest = args.manifest or str(out / TX_MANIFEST)
     top = rx_top(config, str(out), manifest if not args.no_metrics else "")
     stopping = {"now": False}
@@ -117,21 +132,25 @@ def run_rx(args) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stopping.update(now=True))
     t_start = time.time()
     top.start()
-    done_file = out / DONE_FILE
-    sent_file, drained_file = out / SENT_FILE, out / DRAINED_FILE
-    last_count, last_change = -1, time.time()
-    while not stopping["now"] and time.time() - t_start < args.max_seconds:
-        if sent_file.exists() and not drained_file.exists():
-            expected = json.loads(sent_file.read_text())["samples"]
-            if top.radio.nitems_written(0) >= expected + RELEASE_SAMPLES:
-                drained_file.write_text(str(top.radio.nitems_written(0)))
-        # Activity: samples still reaching the demux, frames, decoded images.
-        count = top.rx.hpd.nitems_read(0) + top.fragments_received + len(top.sink.received)
-        if count != last_count:
+    print(f"gsc rx: listening ({config['link']}); ends at the transmitter's end-of-stream frame"
+          + (f", or {args.idle:g} s after the last frame" if args.idle > 0 else ""), flush=True)
+    last_count, last_change = 0, time.time()
+    while True:
+        if stopping["now"]:
+            ended = "signal"
+            break
+        if top.decoder.end_of_stream.is_set():
+            ended = "end_of_stream"
+            break
+        if time.time() - t_start > args.max_seconds:
+            ended = "max_seconds"
+            break
+        # Activity: frames whose header passed its CRC (noise alone makes none) and images decoded.
+        count = top.fragments_received + len(top.sink.received)
+        if count != last_count or not top.decoder.idle:
             last_count, last_change = count, time.time()
-        if not top.decoder.idle:
-            last_change = time.time()
-        if done_file.exists() and time.time() - last_change > args.idle:
+        if args.idle > 0 and last_count and time.time() - last_change > args.idle:
+            ended = "idle"
             break
         time.sleep(0.05)
     top.decoder.flush()
@@ -143,13 +162,14 @@ def run_rx(args) -> int:
     stats = {"frames_ok": top.rx.header_decoder.frames_ok,
              "header_failures": top.rx.header_decoder.frames_failed,
              "images_decoded": len(top.sink.received), "decode_ms": top.decoder.decode_ms,
-             "events": top.event_list(), "t_start": t_start, "t_end": time.time()}
+             "ended": ended, "events": top.event_list(), "t_start": t_start, "t_end": time.time()}
     (out / "rx_stats.json").write_text(json.dumps(stats, default=str))
+    reason = {"end_of_stream": "the transmitter's end-of-stream frame",
+              "idle": f"no frame for {args.idle:g} s (no end-of-stream frame received)",
+              "max_seconds": f"--max-seconds {args.max_seconds:g}", "signal": "a signal"}[ended]
+    print(f"gsc rx: {len(top.sink.received)} images decoded from {top.rx.header_decoder.frames_ok} frames "
+          f"({top.rx.header_decoder.frames_failed} header CRC failures); ended by {reason}", flush=True)
     return 0
-
-
-# Zeros past the last frame that release it from the receiver's correlator and demux.
-RELEASE_SAMPLES = 32768
 
 
 class LinkError(RuntimeError):
@@ -161,23 +181,20 @@ def run_link(config_path, images, out_dir, overrides=(), timeout_s=600, quiet=Tr
 
     The setup and the model are checked here first, so a bad YAML value or a
     missing/tampered model stops with one clear message before anything starts.
+    The receiver ends at the transmitter's end-of-stream frame.
     """
-    from ..core.codec import make_codec
-    config = load_config(config_path, parse_overrides(overrides))
+    from ..core.registry import make_codec
+    config = load_config(config_path, list(overrides))
     if config["link"] != "zmq":
         raise ConfigError(f"{config_path}: link is {config['link']!r}; the two-process runner needs link: zmq "
-                          "(run the TX and RX flowgraphs on their hosts for USRPs)")
+                          "(run scripts/gsc tx and rx on their hosts for USRPs)")
     codec = make_codec(config["codec"]["name"], config["codec"]["models_dir"] or None)
-    if hasattr(codec, "groups_sent"):
-        try:
-            codec.groups_sent(config["codec"]["rate_index"])
-        except ValueError as err:
-            raise ConfigError(f"{config_path}: key codec.rate_index: {err}") from None
+    try:
+        codec.check_rate(config["codec"]["rate_index"])
+    except ValueError as err:
+        raise ConfigError(f"{config_path}: key codec.rate_index: {err}") from None
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    for name in (TX_MANIFEST, RX_LOG, DONE_FILE, SENT_FILE, DRAINED_FILE, "tx_stats.json", "rx_stats.json",
-                 "tx_controller.jsonl"):
-        (out / name).unlink(missing_ok=True)
     if not isinstance(images, (str, Path)):
         listing = out / "images.txt"
         listing.write_text("\n".join(str(p) for p in images) + "\n")
@@ -188,15 +205,13 @@ def run_link(config_path, images, out_dir, overrides=(), timeout_s=600, quiet=Tr
     with open(out / "rx.log", "w") as rx_log, open(out / "tx.log", "w") as tx_log:
         rx = subprocess.Popen([python, "-m", "gsc_blocks.apps.run", "rx"] + common, stdout=rx_log,
                               stderr=subprocess.STDOUT, env=env)
-        tx = subprocess.Popen([python, "-m", "gsc_blocks.apps.run", "tx"] + common
-                              + ["--images", str(images), "--wait-rx"],
+        tx = subprocess.Popen([python, "-m", "gsc_blocks.apps.run", "tx"] + common + ["--images", str(images)],
                               stdout=tx_log, stderr=subprocess.STDOUT, env=env)
         try:
             tx_rc = tx.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             tx.kill()
             tx_rc = -9
-        (out / DONE_FILE).write_text(str(tx_rc))
         try:
             rx_rc = rx.wait(timeout=60)
         except subprocess.TimeoutExpired:
@@ -210,28 +225,42 @@ def run_link(config_path, images, out_dir, overrides=(), timeout_s=600, quiet=Tr
     return out
 
 
+def add_tx_arguments(q):
+    q.add_argument("--config", required=True, help="radio setup YAML (radio_config/)")
+    q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a setup key, e.g. channel.snr_db=5 (repeatable)")
+    q.add_argument("--out", required=True, help="output folder: tx_manifest.jsonl, tx_stats.json")
+    q.add_argument("--images", required=True, help="image folder, image file, or .txt list of paths")
+    q.add_argument("--first-id", type=int, default=0, help="image id of the first image (16-bit, wraps)")
+    q.add_argument("--interval", type=float, default=0.0, help="seconds between images")
+    q.add_argument("--start-delay", type=float, default=0.5, help="seconds before the first image")
+    q.add_argument("--linger", type=float, default=1.0,
+                   help="after the last frame went out, stop once the radio sink took nothing for this long "
+                        "(the receiver left after the end-of-stream frame)")
+    q.add_argument("--stall-seconds", type=float, default=60.0,
+                   help="give up (exit 1) when the radio sink takes nothing for this long with frames unsent")
+    q.add_argument("--max-seconds", type=float, default=3600, help="stop after this long whatever happens")
+
+
+def add_rx_arguments(q):
+    q.add_argument("--config", required=True, help="radio setup YAML (radio_config/)")
+    q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a setup key, e.g. rx.refine_steps=2 (repeatable)")
+    q.add_argument("--out", required=True, help="output folder: rx_*.png, received.jsonl, rx_stats.json")
+    q.add_argument("--manifest", default="",
+                   help="the transmitter's tx_manifest.jsonl, for PSNR and MS-SSIM against the originals "
+                        "(default OUT/tx_manifest.jsonl, there when both sides share OUT)")
+    q.add_argument("--no-metrics", action="store_true", help="do not compare with originals")
+    q.add_argument("--idle", type=float, default=10.0,
+                   help="without an end-of-stream frame, stop this long after the last frame (0: never)")
+    q.add_argument("--max-seconds", type=float, default=3600, help="stop after this long whatever happens")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="role", required=True)
-    for role in ("tx", "rx"):
-        q = sub.add_parser(role)
-        q.add_argument("--config", required=True, help="radio setup YAML (radio_config/)")
-        q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a setup key")
-        q.add_argument("--out", required=True, help="output folder (shared by TX and RX on one host)")
-        q.add_argument("--max-seconds", type=float, default=3600)
-        if role == "tx":
-            q.add_argument("--images", required=True, help="image folder, image file, or .txt list of paths")
-            q.add_argument("--first-id", type=int, default=0)
-            q.add_argument("--interval", type=float, default=0.0, help="seconds between images")
-            q.add_argument("--start-delay", type=float, default=0.5, help="seconds before the first image")
-            q.add_argument("--linger", type=float, default=0.5, help="seconds to keep the link up after the flush")
-            q.add_argument("--wait-rx", action="store_true",
-                           help="after the flush, wait until an RX sharing --out confirms it read every frame")
-        else:
-            q.add_argument("--manifest", default="", help="TX manifest JSONL (default OUT/tx_manifest.jsonl)")
-            q.add_argument("--no-metrics", action="store_true", help="do not compare with originals")
-            q.add_argument("--idle", type=float, default=2.0,
-                           help="after TX is done (OUT/tx_done exists), stop once idle this long")
+    add_tx_arguments(sub.add_parser("tx", help="the transmitter"))
+    add_rx_arguments(sub.add_parser("rx", help="the receiver"))
     args = p.parse_args(argv)
     try:
         return run_tx(args) if args.role == "tx" else run_rx(args)

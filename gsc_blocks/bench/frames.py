@@ -14,11 +14,11 @@ import numpy as np
 import pmt
 from gnuradio import blocks, gr
 
-from .bench import write_json
-from .channel import from_config as channel_from_config
-from .ofdm_analog_rx import ofdm_analog_rx
-from .ofdm_analog_tx import ofdm_analog_tx
-from .pdu_util import make_pdu, split_pdu
+from ..channel import from_config as channel_from_config
+from ..ofdm_analog_rx import ofdm_analog_rx
+from ..ofdm_analog_tx import ofdm_analog_tx
+from ..pdu_util import make_pdu, split_pdu
+from .common import load_setup, provenance, write_json
 
 
 def gaussian_symbols(rng, n):
@@ -143,13 +143,12 @@ def fit_logistic_loss(snrs, lost, sent):
 
 
 def bench_frames(snrs=(-6, -5, -4, -3, -2, -1, 0, 2), n_frames=200, n_symbols=512,
-                 config="radio_config/zmq_loopback.yaml", overrides=(), json_path=None, plot_path=None):
+                 config="radio_config/zmq_loopback.yaml", overrides=(), json_path=None, plot_path=None, command=None):
     """Frame loss, SNR estimates and payload SNR per channel SNR (per carrier, full power) over the
     setup's channel (its cfo, multipath and fading; its snr_trace is ignored), the logistic fit,
     and the receiver's rate on recorded streams (receive_rate)."""
-    from .apps.run import parse_overrides
-    from .core.config import load_config
-    cfg = load_config(config, parse_overrides(overrides))
+    from ..core.config import load_config
+    cfg = load_config(config, list(overrides))
     if n_frames < 1 or not 1 <= n_symbols <= cfg["ofdm"]["max_fragment_symbols"]:
         raise ValueError(f"bench frames: --frames {n_frames} and --symbols {n_symbols}: need at least one frame "
                          f"and 1..{cfg['ofdm']['max_fragment_symbols']} symbols (ofdm.max_fragment_symbols)")
@@ -171,7 +170,8 @@ def bench_frames(snrs=(-6, -5, -4, -3, -2, -1, 0, 2), n_frames=200, n_symbols=51
     rate = receive_rate(cfg, n_frames, n_symbols, max(snrs))
     mid, width = fit_logistic_loss([p["snr_db"] for p in points], [p["lost"] for p in points],
                                    [p["frames"] for p in points])
-    result = {"setup": str(config), "overrides": list(overrides), "n_symbols": n_symbols,
+    result = {"provenance": provenance(command, load_setup(config, overrides)),
+              "setup": str(config), "overrides": list(overrides), "n_symbols": n_symbols,
               "channel": {"cfo": cfg["channel"]["cfo"], "fading": cfg["channel"]["fading"],
                           "multipath_taps": [[complex(t).real, complex(t).imag]       # the YAML's [re, im]
                                              for t in cfg["channel"]["multipath_taps"]]},

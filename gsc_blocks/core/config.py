@@ -203,8 +203,27 @@ def validate(data: dict, where: str, schema=SCHEMA, prefix="") -> dict:
     return out
 
 
-def load_config(path: str | Path, overrides: dict | None = None) -> dict:
-    """Read, merge over defaults and validate a radio setup file; overrides use dotted keys."""
+def parse_overrides(pairs) -> dict:
+    """['channel.snr_db=5', ...] -> {'channel.snr_db': 5.0}; values parsed as YAML scalars."""
+    out = {}
+    for pair in pairs or []:
+        key, sep, value = str(pair).partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {pair!r}: expected KEY=VALUE, e.g. channel.snr_db=5")
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as err:
+            reason = str(err).splitlines()[0]
+            raise ConfigError(f"--set {pair!r}: the value is not valid YAML ({reason}); quote it or fix "
+                              "it, e.g. channel.snr_db=5 or channel.multipath_taps=[1.0,0.3]") from None
+    return out
+
+
+def load_config(path: str | Path, overrides: dict | list | None = None) -> dict:
+    """Read, merge over defaults and validate a radio setup file; overrides use dotted keys
+    (a dict, or a list of 'KEY=VALUE' strings as --set gives them)."""
+    if isinstance(overrides, (list, tuple)):
+        overrides = parse_overrides(overrides)
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text()) or {}
@@ -212,11 +231,23 @@ def load_config(path: str | Path, overrides: dict | None = None) -> dict:
         raise ConfigError(f"{path}: file not found (setups live in radio_config/)") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the file must be a mapping of keys to values")
     for dotted, value in (overrides or {}).items():
-        node = data
+        node, schema = data, SCHEMA
         *parents, leaf = dotted.split(".")
-        for part in parents:
+        for depth, part in enumerate(parents):
+            where = ".".join(parents[:depth + 1])
+            spec = schema.get(part) if isinstance(schema, dict) else None
+            if spec is None or _is_leaf(spec):
+                sections = sorted(k for k, v in SCHEMA.items() if not _is_leaf(v))
+                what = "not a section of the setup" if spec is None else "a value, not a section"
+                raise ConfigError(f"--set {dotted}={value!r}: {where} is {what}; the sections are "
+                                  + ", ".join(sections))
             node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{path}: key {where} must be a section (a mapping of keys to values)")
+            schema = spec
         node[leaf] = value
     config = validate(data, str(path))
     check_consistency(config, str(path))

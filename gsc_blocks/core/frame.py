@@ -104,6 +104,15 @@ HEADER_REPEAT = 2                                                  # coded heade
 HEADER_OFDM_SYMBOLS = 10                                           # 480 BPSK slots at 48 carriers
 
 
+# Header codec id 0 is never a codec: it marks a control frame, whose rate_index
+# field says which. The end-of-stream frame follows a transmitter's last image
+# (image_id: the id the next image would have had), so a receiver knows the
+# transmitter has finished.
+CONTROL_CODEC_ID = 0
+END_OF_STREAM = 0
+CONTROL_PAYLOAD_SYMBOLS = 48
+
+
 @dataclass
 class FrameHeader:
     image_id: int
@@ -119,6 +128,23 @@ class FrameHeader:
 
     def as_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def end_of_stream_meta(next_image_id: int) -> dict:
+    """Header fields of the end-of-stream control frame."""
+    return {"image_id": int(next_image_id) % 65536, "fragment_index": 0, "fragment_count": 1,
+            "codec_id": CONTROL_CODEC_ID, "rate_index": END_OF_STREAM, "power_level": 0, "refine_steps": 0,
+            "payload_symbols": CONTROL_PAYLOAD_SYMBOLS, "height": 0, "width": 0}
+
+
+def control_payload() -> np.ndarray:
+    """Fixed unit-power QPSK payload of a control frame."""
+    bits = np.random.default_rng(0xE05).integers(0, 4, CONTROL_PAYLOAD_SYMBOLS)
+    return np.exp(1j * (np.pi / 4 + np.pi / 2 * bits)).astype(np.complex64)
+
+
+def is_end_of_stream(meta: dict) -> bool:
+    return int(meta.get("codec_id", -1)) == CONTROL_CODEC_ID and int(meta.get("rate_index", -1)) == END_OF_STREAM
 
 
 class HeaderError(ValueError):

@@ -8,11 +8,10 @@ steps a sharper posterior sample at one network evaluation each. The starting
 noise is seeded per image, so a decode is reproducible.
 """
 import math
-from pathlib import Path
 
 import numpy as np
 
-from .codec import CodecError, _verified_session, available_models, default_providers, load_card
+from .models import CodecError, available_models, card_kind, check_card, load_card, verified_session
 
 REFINER = "refiner"
 
@@ -20,8 +19,11 @@ REFINER = "refiner"
 def refiner_name_for(codec_name: str, models_dir=None):
     """The model name of the refiner trained on codec_name's outputs, or None when no card lists it."""
     for name in available_models(models_dir):
-        card = load_card(name, models_dir)
-        if card.get("kind") == "refiner" and codec_name in card.get("codecs", []):
+        try:
+            card = load_card(name, models_dir)
+        except CodecError:
+            continue        # an unreadable card fails with its own message where it is asked for
+        if card_kind(card) == "refiner" and codec_name in card.get("codecs", []):
             return name
     return None
 
@@ -34,9 +36,7 @@ def refiner_for(codec_name: str, models_dir=None):
 
 class Refiner:
     def __init__(self, name: str = REFINER, models_dir=None, providers=None):
-        self.card = load_card(name, models_dir)
-        if self.card.get("kind") != "refiner":
-            raise CodecError(f"model '{name}' is not a refiner (its card has kind {self.card.get('kind')!r})")
+        self.card = check_card(load_card(name, models_dir), "refiner")
         self.name = name
         self.codecs = list(self.card["codecs"])
         diffusion = self.card["diffusion"]
@@ -44,14 +44,16 @@ class Refiner:
         self.scale = float(diffusion["residual_scale"])
         self.max_steps = int(diffusion["max_steps"])
         self.size_multiple = int(diffusion["size_multiple"])
-        self.session = _verified_session(Path(self.card["_folder"]), self.card["files"]["denoiser"],
-                                         providers or default_providers())
+        self.session = verified_session(self.card, "denoiser", providers)
 
     def alpha_sigma(self, t: float) -> tuple[float, float]:
         f = math.cos((t + self.offset) / (1 + self.offset) * math.pi / 2)
         f0 = math.cos(self.offset / (1 + self.offset) * math.pi / 2)
         abar = min(max((f / f0) ** 2, 0.0), 1.0)
         return math.sqrt(abar), math.sqrt(1.0 - abar)
+
+    def model_files(self) -> dict:
+        return {self.name: {"denoiser": self.card["files"]["denoiser"]["sha256"]}}
 
     def check_steps(self, steps: int) -> int:
         if not 0 <= int(steps) <= self.max_steps:

@@ -7,17 +7,20 @@ from pathlib import Path
 
 import numpy as np
 
-from .codec import _verified_session, default_providers, load_card
+from .models import check_card, load_card, verified_session
 
 CLASSIFIER = "cifar_classifier"
 
 
 class Classifier:
     def __init__(self, name: str = CLASSIFIER, models_dir=None, providers=None):
-        self.card = load_card(name, models_dir)
+        self.card = check_card(load_card(name, models_dir), "classifier")
+        self.name = name
         self.classes = list(self.card["classes"])
-        self.session = _verified_session(Path(self.card["_folder"]), self.card["files"]["classifier"],
-                                         providers or default_providers())
+        self.session = verified_session(self.card, "classifier", providers)
+
+    def model_files(self) -> dict:
+        return {self.name: {"classifier": self.card["files"]["classifier"]["sha256"]}}
 
     def predict(self, images: np.ndarray, batch: int = 500) -> np.ndarray:
         """uint8 [N,32,32,3] (or one HxWx3 image) -> class indices [N]."""

@@ -1,0 +1,114 @@
+"""The command line as a user types it: scripts/gsc, its subcommands, their --help, their
+errors, and the two per-host processes over the ZMQ loopback."""
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+GSC = [str(REPO / "scripts" / "gsc")]
+CONFIG = str(REPO / "radio_config" / "zmq_loopback.yaml")
+SAMPLES = REPO / "tests" / "data" / "samples"
+
+
+def gsc(*args, timeout=120, **kwargs):
+    return subprocess.run(GSC + [str(a) for a in args], capture_output=True, text=True, timeout=timeout,
+                          cwd=REPO, **kwargs)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def installed():
+    """One call first, so the set-up step (a no-op when done) never runs in two processes at once."""
+    result = gsc("--help", timeout=900)
+    assert result.returncode == 0, result.stderr
+
+
+def one_line_error(result):
+    lines = [line for line in result.stderr.splitlines() if line.strip() and "[gsc]" not in line]
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("command, options", [
+    ("tx", ["--config", "--images", "--out", "--set", "--linger", "--max-seconds"]),
+    ("rx", ["--config", "--out", "--manifest", "--idle", "--max-seconds"]),
+    ("train", ["--model", "--epochs", "--out"]),
+    ("export", ["--model", "--checkpoint", "--out"]),
+    ("train-refiner", ["--codecs", "--epochs", "--export"]),
+    ("bench", ["--codec", "--snr", "--json"]),
+])
+def test_help_lists_the_options(command, options):
+    result = gsc(command, "--help")
+    assert result.returncode == 0, result.stderr
+    for option in options:
+        assert option in result.stdout, f"{command} --help lacks {option}:\n{result.stdout}"
+
+
+def test_test_passes_pytest_options_through():
+    result = gsc("test", "tests/test_frame.py", "-k", "header_round_trip or crc_rejects")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "2 passed" in result.stdout and "3 deselected" in result.stdout
+
+
+def test_bad_option_is_one_line(tmp_path):
+    line = one_line_error(gsc("tx", "--config", CONFIG, "--out", tmp_path, "--images", SAMPLES, "--bogus", "1"))
+    assert "unrecognized arguments: --bogus 1" in line and "scripts/gsc tx --help" in line
+    line = one_line_error(gsc("rx", "--out", tmp_path))
+    assert "the following arguments are required: --config" in line
+
+
+@pytest.mark.parametrize("setting, expected", [
+    ("channel.snr_db=[1", "--set 'channel.snr_db=[1': the value is not valid YAML"),
+    ("channel.snr_db.x=1", "channel.snr_db is a value, not a section"),
+    ("radio.gain=3", "radio is not a section of the setup; the sections are channel"),
+    ("channel.snr_db=loud", "key channel.snr_db: value 'loud' is not allowed"),
+])
+def test_bad_set_is_one_line(tmp_path, setting, expected):
+    line = one_line_error(gsc("tx", "--config", CONFIG, "--out", tmp_path, "--images", SAMPLES, "--set", setting))
+    assert expected in line
+
+
+def test_broken_card_is_one_line(tmp_path):
+    models = tmp_path / "models"
+    shutil.copytree(REPO / "models" / "deepjscc", models / "deepjscc")
+    card = json.loads((models / "deepjscc" / "card.json").read_text())
+    del card["files"]
+    (models / "deepjscc" / "card.json").write_text(json.dumps(card))
+    line = one_line_error(gsc("tx", "--config", CONFIG, "--out", tmp_path / "out", "--images", SAMPLES,
+                              "--set", f"codec.models_dir={models}"))
+    assert "card.json lacks the key files.encoder.path that a codec card needs" in line
+
+
+def run_pair(tmp_path, images, port):
+    """scripts/gsc rx and scripts/gsc tx as two processes with their own folders, as on two hosts."""
+    setup = ["--config", CONFIG, "--set", f"zmq.address=tcp://127.0.0.1:{port}", "--set", "channel.snr_db=20"]
+    rx = subprocess.Popen(GSC + ["rx", *setup, "--out", str(tmp_path / "rx")], cwd=REPO, text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        tx = gsc("tx", *setup, "--out", tmp_path / "tx", "--images", images, timeout=180)
+        rx_out, _ = rx.communicate(timeout=60)     # the receiver ends by itself
+    finally:
+        rx.kill()
+    assert tx.returncode == 0, tx.stdout + tx.stderr
+    assert rx.returncode == 0, rx_out
+    return tx.stdout, rx_out
+
+
+def test_tx_and_rx_as_two_processes_deliver_every_image(tmp_path):
+    images = sorted(SAMPLES.glob("cifar_*.png"))
+    listing = tmp_path / "images.txt"
+    listing.write_text("\n".join(map(str, images)) + "\n")
+    for attempt in range(2):        # the second run reuses both folders: nothing stale may count
+        tx_out, rx_out = run_pair(tmp_path, listing, 5591)
+        assert f"{len(images)} of {len(images)} images sent" in tx_out
+        assert json.loads((tmp_path / "tx" / "tx_stats.json").read_text())["stream"] in ("complete", "receiver_closed")
+        assert f"{len(images)} images decoded" in rx_out and "ended by the transmitter's end-of-stream frame" in rx_out
+        received = [json.loads(line) for line in (tmp_path / "rx" / "received.jsonl").read_text().splitlines()]
+        assert sorted(r["image_id"] for r in received) == list(range(len(images)))
+        stats = json.loads((tmp_path / "rx" / "rx_stats.json").read_text())
+        assert stats["ended"] == "end_of_stream" and stats["images_decoded"] == len(images)
+        sent = [json.loads(line) for line in (tmp_path / "tx" / "tx_manifest.jsonl").read_text().splitlines()]
+        assert [r["status"] for r in sent] == ["sent"] * len(images)
