@@ -46,6 +46,12 @@ def load_weights_npz(model_name: str, folder) -> torch.nn.Module:
     return model.eval()
 
 
+def model_facts(spec, model: torch.nn.Module) -> dict:
+    """The card keys every model shares: architecture (the registry's text), parameter count, config."""
+    return {"architecture": spec.architecture.format(config=model.config),
+            "parameters": sum(p.numel() for p in model.parameters()), "config": model.config}
+
+
 def file_entry(out: Path, path: str, **facts) -> dict:
     """card.json's entry for one file written to `out`: its path, SHA-256, then `facts`."""
     return {"path": path, "sha256": sha256_file(out / path), **facts}

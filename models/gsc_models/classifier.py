@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from .cards import data_line, file_entry, git_commit, weights_entry, write_card
+from .cards import data_line, file_entry, git_commit, model_facts, weights_entry, write_card
 from .cifar_classifier import CifarClassifier  # noqa: F401  (callers that import it from here)
 from .data import datasets_root, load_cifar10, manifest_sha256
 from .registry import MODELS
@@ -59,9 +59,7 @@ def export(model, out: Path, args, log, test_acc, root):
     card = {
         "name": out.name,
         "kind": spec.kind,
-        "architecture": spec.architecture.format(config=model.config),
-        "parameters": sum(p.numel() for p in model.parameters()),
-        "config": model.config,
+        **model_facts(spec, model),
         "classes": classes,
         "files": {
             "classifier": file_entry(out, "classifier.onnx", inputs={"image": "float32 [N,3,32,32] in [0,1] (RGB)"},

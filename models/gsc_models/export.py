@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from .cards import data_line, file_entry, init_lines, training_record, weights_entry, write_card
+from .cards import data_line, file_entry, init_lines, model_facts, training_record, weights_entry, write_card
 from .cards import load_weights_npz  # noqa: F401  (callers that import it from here)
 from .data import datasets_root, load_cifar10
 from .registry import MODELS, names
@@ -79,9 +79,7 @@ def main(argv=None):
     card = {
         "name": args.model,
         "codec_id": spec.codec_id,
-        "architecture": spec.architecture.format(config=model.config),
-        "parameters": sum(p.numel() for p in model.parameters()),
-        "config": model.config,
+        **model_facts(spec, model),
         "cbr": model.cbr,
         "downsample": spec.downsample,
         "size_multiple": spec.size_multiple,

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from .cards import (MODELS_DIR, data_line, file_entry, init_lines, load_weights_npz, training_record,
+from .cards import (MODELS_DIR, data_line, file_entry, init_lines, load_weights_npz, model_facts, training_record,
                     weights_entry, write_card)
 from .data import datasets_root, load_cifar10, manifest_sha256
 from .layers import awgn, keep_groups, ms_ssim
@@ -184,9 +184,7 @@ def export(args):
         "kind": spec.kind,
         "codecs": names,
         "codec_weights_sha256": log.get("codec_weights_sha256") or codec_weights_sha256(names),
-        "architecture": spec.architecture.format(config=model.config),
-        "parameters": sum(p.numel() for p in model.parameters()),
-        "config": model.config,
+        **model_facts(spec, model),
         "diffusion": {"schedule": "cosine", "cosine_offset": COSINE_OFFSET, "residual_scale": RESIDUAL_SCALE,
                       "prediction": "v", "sampler": "DDIM eta=0, t = steps/steps .. 1/steps",
                       "max_steps": 15, "size_multiple": spec.size_multiple},
