@@ -92,6 +92,29 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_docs(args) -> int:
+    from .bench.tables import write_docs
+    changed = write_docs(REPO, check=args.check)
+    for path in changed:
+        print(f"{'differs from its JSON' if args.check else 'written'}: {path}")
+    if not changed:
+        print("every results table matches its JSON")
+    return 1 if args.check and changed else 0
+
+
+def cmd_grc(args) -> int:
+    """gnuradio-companion run by the venv's python, so the flowgraphs it starts find ONNX Runtime
+    and the [GSC] blocks (scripts/gsc exports GRC_BLOCKS_PATH)."""
+    import os
+    grc = "/usr/bin/gnuradio-companion"
+    if not Path(grc).is_file():
+        print(f"error: {grc} is missing: run scripts/gsc once to install it", file=sys.stderr)
+        return 2
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / "models"),
+                                                        os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+    return subprocess.call([sys.executable, grc] + args.flowgraphs, cwd=REPO, env=env)
+
+
 def cmd_models(module, rest) -> int:
     """A training-side command, its own options and --help passed through."""
     return subprocess.call([sys.executable, "-m", f"gsc_models.{module}"] + rest, cwd=REPO / "models")
@@ -162,6 +185,11 @@ def build_parser() -> Parser:
     for name, module in PASS_THROUGH.items():
         sub.add_parser(name, help=f"models/gsc_models/{module}.py; its options pass through "
                                   f"(scripts/gsc {name} --help lists them)", add_help=False)
+    g = sub.add_parser("docs", help="regenerate the results tables (docs/results/, README headline) from "
+                                    "the committed JSON in results/")
+    g.add_argument("--check", action="store_true", help="write nothing; exit 1 if a table differs from its JSON")
+    q = sub.add_parser("grc", help="gnuradio-companion with the [GSC] blocks and the venv (flowgraphs/...)")
+    q.add_argument("flowgraphs", nargs="*", help="flowgraphs to open (e.g. flowgraphs/gsc_loopback.grc)")
     add_tx_arguments(sub.add_parser("tx", help="the transmitter alone (one host of two, or over ZMQ)"))
     add_rx_arguments(sub.add_parser("rx", help="the receiver alone; ends at the transmitter's end-of-stream frame"))
     p.commands = sub.choices
@@ -187,6 +215,10 @@ def main(argv=None) -> int:
             return cmd_demo(args)
         if args.command == "bench":
             return cmd_bench(args)
+        if args.command == "docs":
+            return cmd_docs(args)
+        if args.command == "grc":
+            return cmd_grc(args)
         from .apps.run import run_rx, run_tx
         return run_tx(args) if args.command == "tx" else run_rx(args)
     except (ConfigError, CodecError, ImageError, FileNotFoundError) as err:

@@ -235,7 +235,8 @@ class ofdm_analog_rx(gr.hier_block2):
         cfo_search: largest carrier frequency offset, in carrier spacings (0 to 1), at
             which frames are still found: one correlator per 0.2 spacing of offset
             (1.0: 11 correlators; `gsc bench frames` reports what they cost in receive
-            rate). A single correlator (0.1) finds no frame at 0.3 spacing, at any SNR.
+            rate). A single correlator (0.1) loses the preamble's correlation peak by about
+            10 dB at 0.3 spacing (see CFO_SEARCH_STEP).
     Message ports: out (fragments), events (lost headers), snr (one-float PDU per
     frame: the preamble SNR estimate, for a QT GUI time sink).
     """

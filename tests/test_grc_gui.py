@@ -1,9 +1,9 @@
 """gnuradio-companion itself (the GTK GUI, headless under Xvfb) opens every shipped
 flowgraph with the [GSC] blocks: the issue-15 setup check.
 
-GRC is started the way docs/gnuradio-companion.md says (the venv's Python on
-/usr/bin/gnuradio-companion), with GRC_BLOCKS_PATH on the block files of this
-working tree and a fresh HOME per start (the block cache in ~/.cache is shared
+GRC is started the way docs/gnuradio-companion.md says (`scripts/gsc grc FLOWGRAPH`:
+the venv's Python on /usr/bin/gnuradio-companion, GRC_BLOCKS_PATH on the block
+files scripts/gsc installed from this working tree) with a fresh HOME per start (the block cache in ~/.cache is shared
 between the starts). It counts as loaded when GRC printed
 'Loading: "<flowgraph>"' and then '>>> Done' and is still running. GRC prints
 nothing for a block id it does not know (it puts a "Missing Block" in the
@@ -15,7 +15,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -36,13 +35,12 @@ pytestmark = pytest.mark.skipif(not GRC or not XVFB_RUN,
 def start_grc(grc, home):
     """Run GRC on grc under xvfb-run until it has loaded it (or failed, or run out of time);
     always stop it. Returns (GRC's stdout+stderr, whether GRC was running after the load)."""
-    env = dict(os.environ, HOME=str(home), GRC_BLOCKS_PATH=str(REPO / "gsc_blocks" / "grc"),
-               PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / "models")]), PYTHONUNBUFFERED="1",
+    env = dict(os.environ, HOME=str(home), PYTHONUNBUFFERED="1",
                NO_AT_BRIDGE="1", XDG_CONFIG_HOME=str(home / ".config"), XDG_CACHE_HOME=str(home / ".cache"))
-    for name in ("DISPLAY", "WAYLAND_DISPLAY", "DBUS_SESSION_BUS_ADDRESS", "GRC_HIER_PATH"):
+    for name in ("DISPLAY", "WAYLAND_DISPLAY", "DBUS_SESSION_BUS_ADDRESS", "GRC_HIER_PATH", "GRC_BLOCKS_PATH"):
         env.pop(name, None)  # no real display, no session bus: nothing can hand the file to another GRC
     log = home / "grc.log"
-    cmd = [XVFB_RUN, "-a", "-s", "-screen 0 1280x1024x24", sys.executable, GRC, str(grc)]
+    cmd = [XVFB_RUN, "-a", "-s", "-screen 0 1280x1024x24", str(REPO / "scripts" / "gsc"), "grc", str(grc)]
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=out,
                                 stderr=subprocess.STDOUT, start_new_session=True)

@@ -149,10 +149,9 @@ class CostModel:
     The calibration table is measured on an ideal channel. Over the radio a frame
     is lost (preamble not detected or header failing its CRC) with a probability
     that rises as the effective SNR falls: logistic, one half at loss_snr_db,
-    loss_width_db per e-fold. `gsc bench frames` measures it on a setup's one-process
-    link (known symbols, 200 frames per point); on the loopback: 8% lost at -2 dB, 25% at
-    -3 dB, 65% at -4 dB, 96% at -5 dB, fitted by -3.54 dB and 0.57 dB. A lost image costs
-    lost_quality and lost_delay_ms.
+    loss_width_db per e-fold. `scripts/gsc bench frames` fits both on a setup's one-process
+    link (docs/results/frames.md); set them with controller.loss_snr_db and
+    controller.loss_width_db. A lost image costs lost_quality and lost_delay_ms.
     Being smooth, the expectation always pays more power back in a fade, instead
     of giving the image up as a hard threshold would. lost_quality None or < 0: the table's.
 

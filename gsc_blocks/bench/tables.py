@@ -1,0 +1,186 @@
+"""`scripts/gsc docs`: the results tables in docs/results/ and the README's headline,
+generated from the committed JSON (results/<bench>/*.json, and the controller's
+calibration tables models/<codec>/calibration.json), so a table never disagrees
+with its data.
+
+generate() returns every generated file's text; write_docs() writes them, or with
+check=True lists the ones that differ from what is committed.
+"""
+import json
+from pathlib import Path
+
+from .common import REPO
+from .link import format_link_table
+
+HEADLINE = Path("results") / "link" / "headline.json"
+README_BEGIN = "<!-- results:headline begin -->"
+README_END = "<!-- results:headline end -->"
+PAGES = {
+    "link": ("bench link", "codecs through the ideal AWGN channel and the two-process GNU Radio ZMQ link"),
+    "frames": ("bench frames", "frames found and decoded against SNR, SNR estimates, the loss fit and the "
+                               "receiver's rate"),
+    "control": ("bench control", "the closed loop over the link under an SNR trace, per policy"),
+    "calibrate": ("bench calibrate", "the controller's calibration tables, at three of their SNRs"),
+}
+
+
+def _load(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def _provenance_lines(result: dict) -> list[str]:
+    prov = result.get("provenance") or {}
+    lines = [f"- command: `{prov.get('command', 'not recorded')}`",
+             f"- commit `{prov.get('commit', 'not recorded')}`, {prov.get('date', 'date not recorded')}"]
+    models = prov.get("models") or {}
+    if models:
+        lines.append("- models (SHA-256, first 12 hex digits): " + "; ".join(
+            f"{name} " + ", ".join(f"{role} {digest[:12]}" for role, digest in files.items())
+            for name, files in models.items()))
+    return lines
+
+
+def _number(value, digits=2) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def link_section(name: str, result: dict) -> list[str]:
+    t = result.get("throughput") or {}
+    lines = [f"## {name}", "", f"{result['dataset']}, {result['n_images']} images, fading {result['fading']}"
+             + (f"; classifier accuracy on the originals {result['accuracy_original']:.3f}"
+                if result.get("accuracy_original") is not None else "") + ".", ""]
+    lines += _provenance_lines(result) + [""]
+    lines += [format_link_table(result), ""]
+    if t:
+        lines += [f"Link throughput: {t['samples_per_s'] / 1e3:.0f} kS/s, {t['images_per_s']:.1f} images/s; "
+                  f"receiver latency p50 {_number(t.get('latency_ms_p50'), 1)} ms, "
+                  f"p99 {_number(t.get('latency_ms_p99'), 1)} ms (wall time on the host that ran it).", ""]
+    return lines
+
+
+def frames_section(name: str, result: dict) -> list[str]:
+    lines = [f"## {name}", "", f"Setup {result['setup']} {' '.join(result.get('overrides', []))}".rstrip()
+             + f", {result['n_symbols']} payload symbols per frame, channel {json.dumps(result['channel'])}.", ""]
+    lines += _provenance_lines(result) + [""]
+    lines += ["| SNR (dB) | frames | decoded | header CRC failures | SNR est (dB) | effective SNR (dB) | "
+              "payload SNR (dB) |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    for p in result["points"]:
+        lines.append(f"| {p['snr_db']:g} | {p['frames']} | {p['decoded']} | {p['headers_failed']} | "
+                     f"{_number(p['snr_est_db'])} | {_number(p['snr_eff_db'])} | {_number(p['payload_snr_db'])} |")
+    fit, ctrl, rate = result["fit"], result["controller"], result.get("receive_rate") or {}
+    lines += ["", f"Logistic fit: half the frames lost at {fit['loss_snr_db']} dB, {fit['loss_width_db']} dB per "
+                  f"e-fold (the setup's controller plans with {ctrl['loss_snr_db']} dB, {ctrl['loss_width_db']} dB)."]
+    if rate:
+        lines.append(f"Receiver alone ({rate.get('correlators')} correlators): {rate.get('frames_msps')} MS/s of "
+                     f"back-to-back frames, {rate.get('noise_msps')} MS/s of noise (wall time on the host that "
+                     "ran it).")
+    return lines + [""]
+
+
+def control_section(name: str, result: dict) -> list[str]:
+    targets = result["targets"]
+    lines = [f"## {name}", "", f"Codec {result['codec']}, V={result['V']:g}, targets: {targets['quality_metric']} "
+             f">= {targets['quality']:g}, delay <= {targets['delay_ms']:g} ms (met: within 2%); trace "
+             f"{Path(result['trace']).name}.", ""]
+    lines += _provenance_lines(result) + [""]
+    lines += ["| policy | energy per image | delay (ms) | quality | targets met | lost | refined |",
+              "| --- | --- | --- | --- | --- | --- | --- |"]
+    rows = [(k, v) for k, v in result["policies"].items() if k != "fixed_max"]
+    rows += [(f"fixed, power level {k.split('_')[1]}", v) for k, v in result["fixed"].items()]
+    rows += [(f"lyapunov V={k}", v) for k, v in result.get("v_sweep", {}).items()]
+    for label, s in rows:
+        lines.append(f"| {label} | {s['energy_per_image']:.3f} | {s['avg_delay_ms']:.2f} | {s['avg_quality']:.2f} | "
+                     f"{'yes' if s['constraints_met'] else 'no'} | {s['lost']} of {s['n_images']} | "
+                     f"{s.get('refined', 0)} |")
+    saving = result.get("lyapunov_energy_saving_vs_cheapest_fixed")
+    if saving is not None:
+        lines += ["", f"Lyapunov spends {saving * 100:.1f}% less energy than the cheapest fixed policy that met "
+                      f"both targets ({result['cheapest_fixed_meeting_targets']['policy']})."]
+    bound = (result.get("model") or {}).get("bound_saving_vs_cheapest_fixed")
+    if bound is not None:
+        lines.append(f"The controller's cost model bounds that saving at {bound * 100:.1f}% on this trace "
+                     "(clairvoyant).")
+    return lines + [""]
+
+
+def calibrate_section(name: str, table: dict, snrs=(0.0, 10.0, 20.0)) -> list[str]:
+    lines = [f"## {name}", "", f"{table['dataset']}, {table['channel']}; refiner {table.get('refiner') or 'none'}; "
+             f"a lost image is charged PSNR {table['lost']['psnr_db']} dB, accuracy {table['lost']['accuracy']}.", ""]
+    if table.get("provenance"):
+        lines += _provenance_lines(table) + [""]
+    columns = [s for s in snrs if s in table["snr_db"]]
+    head = " | ".join(f"PSNR {s:g} dB | accuracy {s:g} dB" for s in columns)
+    lines += [f"| rate | symbols | refiner steps | {head} | decode (ms) |",
+              "| --- | --- | --- |" + " --- |" * (2 * len(columns) + 1)]
+    for rate, entry in table["rates"].items():
+        for steps, point in entry["steps"].items():
+            cells = " | ".join(f"{point['psnr_db'][table['snr_db'].index(s)]:.2f} | "
+                               f"{point['accuracy'][table['snr_db'].index(s)]:.3f}" for s in columns)
+            lines.append(f"| {rate} | {entry['symbols']} | {steps} | {cells} | {point['decode_ms']:.1f} |")
+    return lines + [""]
+
+
+def _page(kind: str, sections: list[str], sources: str) -> str:
+    title, what = PAGES[kind]
+    head = [f"# Results: {title}", "", f"{what[0].upper() + what[1:]}.",
+            "", f"Generated by `scripts/gsc docs` from {sources}; do not edit. To update a table, run the "
+                "command under it again and then `scripts/gsc docs`.", ""]
+    return "\n".join(head + sections).rstrip() + "\n"
+
+
+def headline_table(result: dict) -> str:
+    """Over the link: each codec's PSNR, MS-SSIM and accuracy at each SNR, with the command."""
+    points = [p for p in result["points"] if p["channel"] == "ofdm_zmq"]
+    snrs = sorted({p["snr_db"] for p in points})
+    codecs = list(dict.fromkeys(p["codec"] for p in points))
+    lines = ["| codec | " + " | ".join(f"{s:g} dB: PSNR / MS-SSIM / accuracy" for s in snrs) + " |",
+             "| --- |" + " --- |" * len(snrs)]
+    for codec in codecs:
+        cells = []
+        for s in snrs:
+            p = next(p for p in points if p["codec"] == codec and p["snr_db"] == s)
+            cells.append(f"{p['psnr_db']:.2f} dB / {p['ms_ssim']:.3f} / {_number(p.get('accuracy'), 3)}")
+        lines.append(f"| {codec} | " + " | ".join(cells) + " |")
+    prov = result.get("provenance") or {}
+    return "\n".join([
+        f"{result['dataset']} over the two-process GNU Radio ZMQ link (AWGN per carrier); a lost image "
+        "counts as the dataset's mean image.", "", *lines, "",
+        f"    {prov.get('command', '')}", "",
+        f"Commit `{prov.get('commit', '')[:12]}`, {prov.get('date', '')}; every point, the ideal channel beside "
+        "the link, in [docs/results/link.md](docs/results/link.md)."])
+
+
+def generate(repo: Path = REPO) -> dict[Path, str]:
+    """{path relative to the repo: text} of every generated file."""
+    out = {}
+    for kind, section in (("link", link_section), ("frames", frames_section), ("control", control_section)):
+        files = sorted((repo / "results" / kind).glob("*.json"))
+        sections = [line for f in files for line in section(f.stem, _load(f))]
+        if not files:
+            sections = ["No result is committed yet.", ""]
+        out[Path("docs") / "results" / f"{kind}.md"] = _page(kind, sections, f"`results/{kind}/*.json`")
+    tables = sorted((repo / "models").glob("*/calibration.json"))
+    sections = [line for f in tables for line in calibrate_section(f.parent.name, _load(f))]
+    out[Path("docs") / "results" / "calibrate.md"] = _page(
+        "calibrate", sections, "the controller's tables, `models/<codec>/calibration.json` (`scripts/gsc bench "
+        "calibrate --codec NAME` writes them)")
+    readme = (repo / "README.md").read_text()
+    if README_BEGIN in readme and README_END in readme and (repo / HEADLINE).is_file():
+        before, rest = readme.split(README_BEGIN, 1)
+        _, after = rest.split(README_END, 1)
+        out[Path("README.md")] = (before + README_BEGIN + "\n" + headline_table(_load(repo / HEADLINE)) + "\n"
+                                  + README_END + after)
+    return out
+
+
+def write_docs(repo: Path = REPO, check: bool = False) -> list[Path]:
+    """Write the generated files; with check, write nothing and return those that differ."""
+    stale = []
+    for rel, text in generate(repo).items():
+        path = repo / rel
+        if not path.is_file() or path.read_text() != text:
+            stale.append(rel)
+            if not check:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(text)
+    return stale
