@@ -44,7 +44,9 @@ def load_setup(config, overrides=()) -> dict:
     cfg.pop("_path")
     taps = cfg["channel"]["multipath_taps"]
     cfg["channel"] = {**cfg["channel"], "multipath_taps": [[complex(t).real, complex(t).imag] for t in taps]}
-    return {"file": str(config), "overrides": list(overrides), **cfg}
+    path = Path(config).resolve()
+    shown = path.relative_to(REPO) if path.is_relative_to(REPO) else path
+    return {"file": str(shown), "overrides": list(overrides), **cfg}
 
 
 def provenance(command=None, setup=None, models=None) -> dict:

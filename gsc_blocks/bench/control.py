@@ -164,6 +164,7 @@ def plot_control(result, slots, trace, path):
     axes[3].set_xlabel("image slot")
     fig.suptitle(f"Lyapunov controller over the ZMQ link, {result.get('codec', '')}, V={result['V']:g}", fontsize=9)
     fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     if result["v_sweep"]:

@@ -230,6 +230,7 @@ def plot_link(result, path):
         title += f", {result['fading']} block fading"
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
