@@ -122,6 +122,46 @@ def test_controller_block_turns_reports_into_encoder_commands(tmp_path):
     assert pmt.to_python(states.get_message(0))["Y"] == 0.0 and pmt.to_python(states.get_message(3))["Y"] == 15.0
 
 
+def test_controller_block_charges_a_slot_with_no_report_as_lost(tmp_path):
+    """The slot timeout lives in the block: an image sent (port 'sent') with no report within
+    lost_delay_ms is charged as lost with that delay; its late report is then ignored."""
+    import json
+    import time
+
+    import numpy as np
+    import pmt
+    from gnuradio import blocks, gr
+
+    from gsc_blocks.lyapunov_controller import lyapunov_controller
+    from gsc_blocks.pdu_util import make_pdu
+    path = tmp_path / "calibration.json"
+    path.write_text(json.dumps({"snr_db": SNR, "lost": {"psnr_db": 11.0},
+                                "rates": {k: v for k, v in TABLE.rates.items()}}))
+    tb = gr.top_block()
+    ctrl = lyapunov_controller(str(path), power_levels=range(8), lost_delay_ms=100.0)
+    nexts = blocks.message_debug()
+    tb.msg_connect(ctrl, "next", nexts, "store")
+    tb.start()
+    post = ctrl.to_basic_block()._post
+    image = np.zeros(32 * 32 * 3, np.uint8)
+    post(pmt.intern("sent"), make_pdu({"image_id": 7, "slot": 0, "t_sent": time.time()}, image))
+    deadline = time.time() + 5
+    while nexts.num_messages() < 1 and time.time() < deadline:
+        time.sleep(0.01)
+    post(pmt.intern("report"), pmt.to_pmt({"image_id": 7, "snr_est_db": 12.0, "decode_ms": 3.0}))   # too late
+    post(pmt.intern("sent"), make_pdu({"image_id": 8, "slot": 1, "t_sent": time.time()}, image))
+    post(pmt.intern("report"), pmt.to_pmt({"image_id": 8, "snr_est_db": 12.0, "decode_ms": 3.0}))
+    while len(ctrl.slots) < 2 and time.time() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.3)
+    tb.stop()
+    tb.wait()
+    assert [(s["image_id"], bool(s.get("lost")), bool(s.get("timeout"))) for s in ctrl.slots] == \
+        [(7, True, True), (8, False, False)]
+    assert ctrl.slots[0]["delay_ms"] == 100.0 and ctrl.slots[0]["quality"] == 11.0
+    assert ctrl.slots[1]["delay_ms"] < 100.0 and nexts.num_messages() == 2
+
+
 def test_cost_model_expects_loss_below_the_loss_snr():
     model = CostModel(TABLE, loss_snr_db=-3.5, lost_quality=11.0, lost_delay_ms=1000.0)
     assert model.loss_probability(-3.5) == 0.5

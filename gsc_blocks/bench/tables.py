@@ -46,7 +46,7 @@ def _number(value, digits=2) -> str:
 
 def link_section(name: str, result: dict) -> list[str]:
     t = result.get("throughput") or {}
-    lines = [f"## {name}", "", f"{result['dataset']}, {result['n_images']} images, fading {result['fading']}"
+    lines = [f"## {name}", "", f"{result['dataset']}, fading {result['fading']}"
              + (f"; classifier accuracy on the originals {result['accuracy_original']:.3f}"
                 if result.get("accuracy_original") is not None else "") + ".", ""]
     lines += _provenance_lines(result) + [""]
@@ -59,7 +59,8 @@ def link_section(name: str, result: dict) -> list[str]:
 
 
 def frames_section(name: str, result: dict) -> list[str]:
-    lines = [f"## {name}", "", f"Setup {result['setup']} {' '.join(result.get('overrides', []))}".rstrip()
+    setup = (result.get("provenance") or {}).get("setup") or {}
+    lines = [f"## {name}", "", f"Setup {setup.get('file', result['setup'])} {' '.join(result.get('overrides', []))}".rstrip()
              + f", {result['n_symbols']} payload symbols per frame, channel {json.dumps(result['channel'])}.", ""]
     lines += _provenance_lines(result) + [""]
     lines += ["| SNR (dB) | frames | decoded | header CRC failures | SNR est (dB) | effective SNR (dB) | "
@@ -89,7 +90,7 @@ def control_section(name: str, result: dict) -> list[str]:
     rows += [(f"fixed, power level {k.split('_')[1]}", v) for k, v in result["fixed"].items()]
     rows += [(f"lyapunov V={k}", v) for k, v in result.get("v_sweep", {}).items()]
     for label, s in rows:
-        lines.append(f"| {label} | {s['energy_per_image']:.3f} | {s['avg_delay_ms']:.2f} | {s['avg_quality']:.2f} | "
+        lines.append(f"| {label} | {s['energy_per_image']:.3g} | {s['avg_delay_ms']:.2f} | {s['avg_quality']:.2f} | "
                      f"{'yes' if s['constraints_met'] else 'no'} | {s['lost']} of {s['n_images']} | "
                      f"{s.get('refined', 0)} |")
     saving = result.get("lyapunov_energy_saving_vs_cheapest_fixed")
@@ -104,7 +105,7 @@ def control_section(name: str, result: dict) -> list[str]:
 
 
 def calibrate_section(name: str, table: dict, snrs=(0.0, 10.0, 20.0)) -> list[str]:
-    lines = [f"## {name}", "", f"{table['dataset']}, {table['channel']}; refiner {table.get('refiner') or 'none'}; "
+    lines = [f"## {name}", "", f"{table['dataset']}, {table['channel']}; refiner model: {table.get('refiner') or 'none'}; "
              f"a lost image is charged PSNR {table['lost']['psnr_db']} dB, accuracy {table['lost']['accuracy']}.", ""]
     if table.get("provenance"):
         lines += _provenance_lines(table) + [""]
@@ -150,12 +151,20 @@ def headline_table(result: dict) -> str:
         "the link, in [docs/results/link.md](docs/results/link.md)."])
 
 
+def _with_plot(lines: list[str], repo: Path, kind: str, name: str) -> list[str]:
+    """The section, with its plot (docs/results/<kind>_<name>.png, the run's --plot) after the heading."""
+    plot = f"{kind}_{name}.png"
+    if (repo / "docs" / "results" / plot).is_file():
+        lines = lines[:2] + [f"![{kind} {name}]({plot})", ""] + lines[2:]
+    return lines
+
+
 def generate(repo: Path = REPO) -> dict[Path, str]:
     """{path relative to the repo: text} of every generated file."""
     out = {}
     for kind, section in (("link", link_section), ("frames", frames_section), ("control", control_section)):
         files = sorted((repo / "results" / kind).glob("*.json"))
-        sections = [line for f in files for line in section(f.stem, _load(f))]
+        sections = [line for f in files for line in _with_plot(section(f.stem, _load(f)), repo, kind, f.stem)]
         if not files:
             sections = ["No result is committed yet.", ""]
         out[Path("docs") / "results" / f"{kind}.md"] = _page(kind, sections, f"`results/{kind}/*.json`")
