@@ -34,6 +34,7 @@ class semantic_decoder(background_worker, gr.basic_block):
         models_dir: where model folders live ('' = default search path).
         reassembly_timeout_s: decode an incomplete image this long after its last fragment.
         refine_steps: -1 = as each header says; 0..15 = this many for every image.
+
     An end-of-stream control frame (see core/frame.py) decodes everything pending
     and is reported once on 'events'.
 

@@ -88,6 +88,8 @@ def _wait_sent(top, deadline, linger_s, stall_s) -> str:
     # The emulated channel's filters hold a few samples back: allow one OFDM symbol (a
     # frame's last symbol is a guard symbol).
     held = top.tx.numerology.symbol_len
+    # every frame with the idle zeros a closed loop puts after each
+    frames_and_idle = top.builder.samples_queued + top.builder.frames_built * top.builder.idle_zeros
     last, last_change = -1, time.time()
     while time.time() < deadline:
         produced = top.tx.flusher.nitems_written(0)
@@ -96,11 +98,11 @@ def _wait_sent(top, deadline, linger_s, stall_s) -> str:
             return "complete"
         if taken != last:
             last, last_change = taken, time.time()
-        frames_out = taken >= top.builder.samples_queued
+        frames_out = taken >= frames_and_idle
         if time.time() - last_change > (linger_s if frames_out else stall_s):
             if not frames_out:
                 print(f"gsc tx: error: the radio sink took no samples for {stall_s:g} s with "
-                      f"{top.builder.samples_queued - taken + held} frame samples unsent: is a receiver reading "
+                      f"{frames_and_idle - taken + held} frame samples unsent: is a receiver reading "
                       "(scripts/gsc rx with the same zmq.address)?", file=sys.stderr, flush=True)
                 return "stalled"
             return "receiver_closed"
