@@ -11,12 +11,13 @@ from torch import nn
 from . import deepjscc, swinjscc
 from .cifar_classifier import CifarClassifier
 from .refiner import Denoiser
+from .segmenter import STRIDE as SEGMENTER_STRIDE, Segmenter
 
 
 @dataclass(frozen=True)
 class ModelSpec:
     build: type[nn.Module]      # called with the card's "config" as keyword arguments
-    kind: str                   # "codec" (JSCC encoder + decoder), "refiner" or "classifier"
+    kind: str                   # "codec" (JSCC encoder + decoder), "refiner", "classifier" or "segmenter"
     architecture: str           # the card's text; "{config}" stands for the model's config
     codec_id: int | None = None          # the codec id the frame header carries (codecs only)
     successive: bool = False             # trained with random symbol-group truncation: one model, every CBR
@@ -24,6 +25,8 @@ class ModelSpec:
     size_multiple: int | None = None     # image sides must be multiples of this (None: fixed 32x32 input)
 
 
+_SEGMENTER = ("U-Net segmenter {config}: four stages of two conv3x3/BN/ReLU (max-pooled between), bilinear "
+              "upsampling with skip connections, 1x1 head; 11 CamVid classes")
 _DEEPJSCC = "DeepJSCC {config}: conv/GDN/PReLU stages with SNR attention (ADJSCC), fully convolutional, /4 spatial"
 
 MODELS = {
@@ -44,6 +47,8 @@ MODELS = {
     "cifar_classifier": ModelSpec(CifarClassifier, "classifier",
                                   "CifarClassifier {config}: 6 conv3x3/BN/ReLU layers in 3 max-pooled stages, "
                                   "global average pool, dropout, linear"),
+    "camvid_segmenter": ModelSpec(Segmenter, "segmenter", _SEGMENTER, size_multiple=SEGMENTER_STRIDE),
+    "camvid_segmenter_b": ModelSpec(Segmenter, "segmenter", _SEGMENTER, size_multiple=SEGMENTER_STRIDE),
 }
 
 
