@@ -127,7 +127,8 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-PASS_THROUGH = {"train": "train", "export": "export", "train-refiner": "train_refiner"}
+PASS_THROUGH = {"train": "train", "export": "export", "train-refiner": "train_refiner",
+                "train-segmenter": "train_segmenter"}
 
 
 def build_parser() -> Parser:

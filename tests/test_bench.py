@@ -83,6 +83,13 @@ def test_bench_link_refiner_curves_carry_the_steps_over_the_link(tmp_path):
     assert "refine_ms_p50" not in points[("swinjscc", "ofdm_zmq", 0)]
     rows = [r for r in account(tmp_path / "work" / "swinjscc+refiner_steps2" / "snr5") if r["status"] == "decoded"]
     assert len(rows) == 4 and all(r["refine_steps"] == 2 and r["refine_steps_applied"] == 2 for r in rows)
+    # the result says where it came from: commit, command, setup and every model's hashes, as checked
+    prov = json.loads((tmp_path / "r.json").read_text())["provenance"]
+    assert prov["setup"]["file"] == "radio_config/zmq_loopback.yaml" and prov["setup"]["link"] == "zmq"
+    assert set(prov["models"]) == {"swinjscc", "refiner", "cifar_classifier"}
+    card = json.loads((Path(__file__).resolve().parents[1] / "models" / "swinjscc" / "card.json").read_text())
+    assert prov["models"]["swinjscc"]["encoder"] == card["files"]["encoder"]["sha256"]
+    assert prov["commit"] != "unknown" and prov["command"]
 
 
 def test_bench_link_refuses_a_refiner_codec_without_a_refiner(tmp_path):

@@ -38,6 +38,7 @@ def one_line_error(result):
     ("train", ["--model", "--epochs", "--out"]),
     ("export", ["--model", "--checkpoint", "--out"]),
     ("train-refiner", ["--codecs", "--epochs", "--export"]),
+    ("train-segmenter", ["--width", "--seed", "--epochs", "--out"]),
     ("bench", ["--codec", "--snr", "--json"]),
 ])
 def test_help_lists_the_options(command, options):
