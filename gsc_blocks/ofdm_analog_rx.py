@@ -248,12 +248,7 @@ class ofdm_analog_rx(gr.hier_block2):
         self.message_port_register_hier_out("out")
         self.message_port_register_hier_out("events")
         self.message_port_register_hier_out("snr")
-        kwargs = {}
-        if occupied_carriers is not None:
-            kwargs["occupied_carriers"] = tuple(occupied_carriers)
-        if pilot_carriers is not None:
-            kwargs["pilot_carriers"] = tuple(pilot_carriers)
-        self.numerology = numerology = Numerology(fft_len=fft_len, cp_len=cp_len, **kwargs)
+        self.numerology = numerology = Numerology.of(fft_len, cp_len, occupied_carriers, pilot_carriers)
 
         preamble = preamble_waveform(numerology)
         if not 0.0 <= cfo_search <= 1.0:

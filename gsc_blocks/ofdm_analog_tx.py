@@ -156,12 +156,7 @@ class ofdm_analog_tx(gr.hier_block2):
         gr.hier_block2.__init__(self, "gsc_ofdm_analog_tx", gr.io_signature(0, 0, 0),
                                 gr.io_signature(1, 1, gr.sizeof_gr_complex))
         self.message_port_register_hier_in("in")
-        kwargs = {}
-        if occupied_carriers is not None:
-            kwargs["occupied_carriers"] = tuple(occupied_carriers)
-        if pilot_carriers is not None:
-            kwargs["pilot_carriers"] = tuple(pilot_carriers)
-        self.numerology = numerology = Numerology(fft_len=fft_len, cp_len=cp_len, **kwargs)
+        self.numerology = numerology = Numerology.of(fft_len, cp_len, occupied_carriers, pilot_carriers)
 
         self.flusher = tail_flusher()
         self.builder = frame_builder(numerology, guard_symbols, self.flusher, idle_zeros)

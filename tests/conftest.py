@@ -9,6 +9,7 @@ for path in (REPO, REPO / "models"):
         sys.path.insert(0, str(path))
 
 SAMPLES = REPO / "tests" / "data" / "samples"
+MODELS = REPO / "models"
 
 
 @pytest.fixture

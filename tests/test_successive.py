@@ -1,6 +1,5 @@
 """deepjscc_sr: one model, eight symbol groups; rate_index picks how many are sent and the
 decoder refines the same image with each further group."""
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,8 +10,7 @@ from gsc_blocks.core.registry import codec_for_id
 from gsc_blocks.core.images import load_image
 from gsc_blocks.core.metrics import psnr_db
 
-MODELS = Path(__file__).resolve().parents[1] / "models"
-SAMPLES = Path(__file__).resolve().parent / "data" / "samples"
+from conftest import MODELS, SAMPLES
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,4 @@
 """swinjscc: the Swin-Transformer JSCC, SNR- and rate-adaptive (eight symbol groups), shipped as ONNX."""
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,8 +9,7 @@ from gsc_blocks.core.registry import codec_for_id
 from gsc_blocks.core.images import load_image
 from gsc_blocks.core.metrics import psnr_db
 
-MODELS = Path(__file__).resolve().parents[1] / "models"
-SAMPLES = Path(__file__).resolve().parent / "data" / "samples"
+from conftest import MODELS, SAMPLES
 
 
 @pytest.fixture(scope="module")

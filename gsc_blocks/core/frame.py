@@ -38,6 +38,13 @@ class Numerology:
         if set(self.occupied_carriers) & set(self.pilot_carriers):
             raise ValueError("a carrier is both a data and a pilot carrier")
 
+    @classmethod
+    def of(cls, fft_len: int, cp_len: int, occupied_carriers=None, pilot_carriers=None) -> "Numerology":
+        """A block's numerology: its parameters, gr-digital's carriers where they are None."""
+        carriers = {k: tuple(v) for k, v in (("occupied_carriers", occupied_carriers),
+                                               ("pilot_carriers", pilot_carriers)) if v is not None}
+        return cls(fft_len=fft_len, cp_len=cp_len, **carriers)
+
     @property
     def n_data(self) -> int:
         return len(self.occupied_carriers)

@@ -126,6 +126,23 @@ def model_files(card: dict) -> dict:
     return {role: entry["sha256"] for role, entry in card.get("files", {}).items()}
 
 
+class OnnxModel:
+    """A model folder of one kind opened for inference: its card, checked for the keys the kind
+    needs, and one ONNX Runtime session on its file for `role` (SHA-256 checked)."""
+
+    kind = ""
+    role = ""
+
+    def __init__(self, name: str, models_dir=None, providers=None):
+        self.card = check_card(load_card(name, models_dir), self.kind)
+        self.name = name
+        self.session = verified_session(self.card, self.role, providers)
+
+    def model_files(self) -> dict:
+        """{model name: {role: SHA-256}}: what a benchmark records of the model it ran."""
+        return {self.name: {self.role: self.card["files"][self.role]["sha256"]}}
+
+
 def default_providers() -> list[str]:
     import onnxruntime as ort
     available = ort.get_available_providers()

@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from .models import CodecError, available_models, card_kind, check_card, load_card, verified_session
+from .models import CodecError, OnnxModel, available_models, card_kind, load_card
 
 REFINER = "refiner"
 
@@ -34,26 +34,23 @@ def refiner_for(codec_name: str, models_dir=None):
     return Refiner(name, models_dir) if name else None
 
 
-class Refiner:
+class Refiner(OnnxModel):
+    kind, role = "refiner", "denoiser"
+
     def __init__(self, name: str = REFINER, models_dir=None, providers=None):
-        self.card = check_card(load_card(name, models_dir), "refiner")
-        self.name = name
+        super().__init__(name, models_dir, providers)
         self.codecs = list(self.card["codecs"])
         diffusion = self.card["diffusion"]
         self.offset = float(diffusion["cosine_offset"])
         self.scale = float(diffusion["residual_scale"])
         self.max_steps = int(diffusion["max_steps"])
         self.size_multiple = int(diffusion["size_multiple"])
-        self.session = verified_session(self.card, "denoiser", providers)
 
     def alpha_sigma(self, t: float) -> tuple[float, float]:
         f = math.cos((t + self.offset) / (1 + self.offset) * math.pi / 2)
         f0 = math.cos(self.offset / (1 + self.offset) * math.pi / 2)
         abar = min(max((f / f0) ** 2, 0.0), 1.0)
         return math.sqrt(abar), math.sqrt(1.0 - abar)
-
-    def model_files(self) -> dict:
-        return {self.name: {"denoiser": self.card["files"]["denoiser"]["sha256"]}}
 
     def check_steps(self, steps: int) -> int:
         if not 0 <= int(steps) <= self.max_steps:

@@ -7,20 +7,17 @@ from pathlib import Path
 
 import numpy as np
 
-from .models import check_card, load_card, verified_session
+from .models import OnnxModel
 
 CLASSIFIER = "cifar_classifier"
 
 
-class Classifier:
-    def __init__(self, name: str = CLASSIFIER, models_dir=None, providers=None):
-        self.card = check_card(load_card(name, models_dir), "classifier")
-        self.name = name
-        self.classes = list(self.card["classes"])
-        self.session = verified_session(self.card, "classifier", providers)
+class Classifier(OnnxModel):
+    kind, role = "classifier", "classifier"
 
-    def model_files(self) -> dict:
-        return {self.name: {"classifier": self.card["files"]["classifier"]["sha256"]}}
+    def __init__(self, name: str = CLASSIFIER, models_dir=None, providers=None):
+        super().__init__(name, models_dir, providers)
+        self.classes = list(self.card["classes"])
 
     def predict(self, images: np.ndarray, batch: int = 500) -> np.ndarray:
         """uint8 [N,32,32,3] (or one HxWx3 image) -> class indices [N]."""
