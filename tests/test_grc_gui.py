@@ -26,6 +26,8 @@ GRC = shutil.which("gnuradio-companion")
 XVFB_RUN = shutil.which("xvfb-run")
 START_TIMEOUT_S = 60  # a cold start (no block cache) takes about 7 s
 SETTLE_S = 2  # after '>>> Done', to catch errors from the first redraws
+NATIVE_CRASHES = ("corrupted double-linked list", "double free or corruption", "malloc(): ", "free(): ",
+                  "Segmentation fault")
 BUILD_INS = {"_dummy", "epy_block", "epy_module", "virtual_source", "virtual_sink"}  # GRC's, no block file
 
 pytestmark = pytest.mark.skipif(not GRC or not XVFB_RUN,
@@ -100,6 +102,10 @@ def test_grc_opens_flowgraph_with_gsc_blocks(grc, tmp_path, block_cache):
 
     (tmp_path / ".cache").symlink_to(block_cache, target_is_directory=True)
     output, alive = start_grc(grc, tmp_path)
+    if not alive and any(crash in output for crash in NATIVE_CRASHES):
+        # GTK under Xvfb now and then aborts in glib's allocator after the load; that is
+        # GRC's own crash, not the flowgraph's: start it once more (twice in a row fails).
+        output, alive = start_grc(grc, tmp_path)
 
     loaded = output.split(f'Loading: "{grc}"')
     assert len(loaded) == 2 and ">>> Done" in loaded[1], output
