@@ -8,7 +8,7 @@ from tqdm import tqdm
 
 from ..apps.run import run_link
 from ..core.models import sha256_file
-from .common import DEFAULT_DATA, cifar_test_images, load_setup, provenance, write_json
+from .common import DEFAULT_DATA, cifar_test_images, load_setup, models_of, provenance, write_json
 
 
 def _policy_summary(folder: Path, targets: dict) -> dict:
@@ -65,8 +65,12 @@ def bench_control(trace_path=None, n_images=2000, V=2e4, data_dir=None, config="
     (codec: the setup's codec.name unless given; its calibration table sets the actions;
     quality_metric, quality_target: the setup's controller keys unless given; overrides:
     KEY=VALUE setup changes for every run)."""
+    from ..apps.flowgraphs import calibration_path
     from ..core.config import load_config
     from ..core.controller import jakes_snr_trace, read_trace, write_trace
+    from ..core.refiner import refiner_for
+    from ..core.registry import make_codec
+    from ..core.semantic import Classifier
     work = Path(work_dir)
     work.mkdir(parents=True, exist_ok=True)
     if trace_path is None:
@@ -78,7 +82,8 @@ def bench_control(trace_path=None, n_images=2000, V=2e4, data_dir=None, config="
     setup += [f"controller.quality_metric={quality_metric}"] if quality_metric else []
     setup += [f"controller.quality_target={quality_target}"] if quality_target is not None else []
     setup += list(overrides)
-    base = load_config(config, list(setup))["controller"]
+    setup_cfg = load_config(config, list(setup))
+    base = setup_cfg["controller"]
     targets = {"delay_ms": base["delay_target_ms"], "quality": base["quality_target"],
                "quality_metric": base["quality_metric"]}
     files = cifar_test_images(Path(data_dir or DEFAULT_DATA), n_images)
@@ -86,18 +91,12 @@ def bench_control(trace_path=None, n_images=2000, V=2e4, data_dir=None, config="
     runs = [("lyapunov", ["controller.policy=lyapunov"]), ("greedy", ["controller.policy=greedy"])]
     runs += [(f"fixed_{lvl}", ["controller.policy=fixed", f"controller.fixed_power_level={lvl}"]) for lvl in fixed_levels]
     runs += [(f"lyapunov_V{v:g}", ["controller.policy=lyapunov", f"controller.V={v}"]) for v in v_sweep]
-    from ..apps.flowgraphs import calibration_path
-    from ..core.refiner import refiner_for
-    from ..core.registry import make_codec
-    from .common import models_of
-    setup_cfg = load_config(config, list(setup))
     codec_obj = make_codec(setup_cfg["codec"]["name"], setup_cfg["codec"]["models_dir"] or None)
-    from ..core.semantic import Classifier
     used = models_of(codec_obj, refiner_for(codec_obj.name),
                      Classifier() if base["quality_metric"] == "accuracy_pct" else None)
     used["calibration"] = {"table": sha256_file(calibration_path(setup_cfg))}
     result = {"provenance": provenance(command, load_setup(config, common), used),
-              "codec": codec or load_config(config)["codec"]["name"], "targets": targets, "V": V, "setup": setup,
+              "codec": codec_obj.name, "targets": targets, "V": V, "setup": setup,
               "trace": str(trace_path), "policies": {}, "fixed": {}, "v_sweep": {}}
     slots_by_run = {}
     for name, extra in tqdm(runs, desc="bench control", unit="run"):

@@ -170,11 +170,10 @@ def bench_frames(snrs=(-6, -5, -4, -3, -2, -1, 0, 2), n_frames=200, n_symbols=51
     rate = receive_rate(cfg, n_frames, n_symbols, max(snrs))
     mid, width = fit_logistic_loss([p["snr_db"] for p in points], [p["lost"] for p in points],
                                    [p["frames"] for p in points])
-    result = {"provenance": provenance(command, load_setup(config, overrides)),
+    setup = load_setup(config, overrides)
+    result = {"provenance": provenance(command, setup),
               "setup": str(config), "overrides": list(overrides), "n_symbols": n_symbols,
-              "channel": {"cfo": cfg["channel"]["cfo"], "fading": cfg["channel"]["fading"],
-                          "multipath_taps": [[complex(t).real, complex(t).imag]       # the YAML's [re, im]
-                                             for t in cfg["channel"]["multipath_taps"]]},
+              "channel": {k: setup["channel"][k] for k in ("cfo", "fading", "multipath_taps")},
               "points": points,
               "fit": {"loss_snr_db": round(mid, 2), "loss_width_db": round(width, 2)},
               "controller": {k: cfg["controller"][k] for k in ("loss_snr_db", "loss_width_db")},
