@@ -18,7 +18,7 @@ CAMVID = REPO / "tests" / "data" / "camvid"
 def samples():
     names = sorted(p.stem for p in CAMVID.glob("*.webp"))
     images = np.stack([np.asarray(Image.open(CAMVID / f"{n}.webp").convert("RGB")) for n in names])
-    labels = np.stack([np.asarray(Image.open(CAMVID / f"{n}_label.png")) for n in names])
+    labels = np.stack([np.asarray(Image.open(CAMVID / "labels" / f"{n}.png")) for n in names])
     return images, labels
 
 
@@ -69,11 +69,17 @@ def test_onnx_runtime_agrees_with_torch():
     images, _ = samples()
     model = load_weights_npz(SEGMENTER, MODELS / SEGMENTER).eval()
     with torch.no_grad():
-        logits = model(torch.from_numpy(images[:1]).permute(0, 3, 1, 2).float() / 255.0).numpy()
+        logits, features = (t.numpy() for t in model.forward_features(
+            torch.from_numpy(images[:1]).permute(0, 3, 1, 2).float() / 255.0))
     segmenter = Segmenter(SEGMENTER, MODELS)
-    ort = segmenter.session.run(None, {"image": images[:1].transpose(0, 3, 1, 2).astype(np.float32) / 255.0})[0]
+    ort, ort_features = segmenter.session.run(
+        None, {"image": images[:1].transpose(0, 3, 1, 2).astype(np.float32) / 255.0})
     assert np.abs(ort - logits).max() < 1e-3
     assert (ort.argmax(1) == logits.argmax(1)).mean() > 0.999
+    # the second output: the bottleneck averaged over the frame (bench codec's Frechet distance)
+    assert ort_features.shape == (1, 8 * model.config["width"]) and np.abs(ort_features - features).max() < 1e-3
+    labels, feats = segmenter.predict_features(images)
+    assert np.array_equal(labels, segmenter.predict(images)) and feats.shape == (3, 8 * model.config["width"])
 
 
 def test_bad_size_and_wrong_kind_are_refused():

@@ -23,15 +23,24 @@ class Segmenter(OnnxModel):
 
     def predict(self, images: np.ndarray, batch: int = 8) -> np.ndarray:
         """uint8 [N,H,W,3] (or one HxWx3 image) -> class ids uint8 [N,H,W]."""
+        return self.predict_features(images, batch)[0]
+
+    def predict_features(self, images: np.ndarray, batch: int = 8) -> tuple[np.ndarray, np.ndarray]:
+        """uint8 [N,H,W,3] (or one HxWx3 image) -> (class ids uint8 [N,H,W], features float32 [N,C]):
+        the features are the segmenter's bottleneck averaged over the image."""
         images = np.asarray(images, np.uint8)
         images = images[None] if images.ndim == 3 else images
         h, w = images.shape[1:3]
         if h % self.size_multiple or w % self.size_multiple:
             raise ValueError(f"image is {w}x{h}: {self.name} needs sides that are multiples of "
                              f"{self.size_multiple}")
-        logits = (self.session.run(None, {"image": images[i:i + batch].transpose(0, 3, 1, 2).astype(np.float32)
-                                          / 255.0})[0] for i in range(0, len(images), batch))
-        return np.concatenate([out.argmax(1).astype(np.uint8) for out in logits])
+        labels, features = [], []
+        for i in range(0, len(images), batch):
+            logits, feats = self.session.run(None, {"image": images[i:i + batch].transpose(0, 3, 1, 2).astype(
+                np.float32) / 255.0})
+            labels.append(logits.argmax(1).astype(np.uint8))
+            features.append(feats)
+        return np.concatenate(labels), np.concatenate(features)
 
 
 class IoU:

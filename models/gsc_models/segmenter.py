@@ -25,12 +25,29 @@ class Segmenter(nn.Module):
         self.head = nn.Conv2d(c[0], classes, 1)
 
     def forward(self, x):
+        return self.forward_features(x)[0]
+
+    def forward_features(self, x):
+        """(logits, features): features [N, 8 x width] are the bottleneck averaged over the image, what
+        the project's segmenter-feature Frechet distance compares."""
         x = (x - 0.45) / 0.25
         skips = []
         for i, block in enumerate(self.enc):
             x = block(x if i == 0 else nn.functional.max_pool2d(x, 2))
             skips.append(x)
+        features = x.mean(dim=(2, 3))
         for block, skip in zip(self.dec, reversed(skips[:-1])):
             x = nn.functional.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
             x = block(torch.cat([x, skip], 1))
-        return self.head(x)
+        return self.head(x), features
+
+
+class WithFeatures(nn.Module):
+    """The segmenter with both outputs, for export."""
+
+    def __init__(self, segmenter: Segmenter):
+        super().__init__()
+        self.segmenter = segmenter
+
+    def forward(self, x):
+        return self.segmenter.forward_features(x)

@@ -21,10 +21,10 @@ from torch import nn
 from tqdm import tqdm
 
 from .camvid import CLASSES, VOID, WORKING_SIZE, class_iou, class_weights, confusion, load_camvid
-from .cards import data_line, file_entry, git_commit, model_facts, weights_entry, write_card
+from .cards import data_line, file_entry, git_commit, load_weights_npz, model_facts, weights_entry, write_card
 from .data import datasets_root, manifest_sha256
 from .registry import MODELS
-from .segmenter import STRIDE
+from .segmenter import STRIDE, WithFeatures
 
 
 def to_tensor(images_u8: np.ndarray) -> torch.Tensor:
@@ -60,14 +60,39 @@ def evaluate(model, images: torch.Tensor, labels: np.ndarray) -> dict:
             "pixel_accuracy": float(np.diag(conf).sum() / conf.sum())}
 
 
-def export(model, out: Path, args, log, test, root):
-    spec = MODELS[args.name]
+OUTPUTS = {"logits": f"float32 [N,{len(CLASSES)},H,W], classes in card order",
+           "features": "float32 [N,C]: the bottleneck averaged over the image (the segmenter-feature "
+                       "Frechet distance's features)"}
+
+
+def export_onnx(model, out: Path) -> dict:
+    """Writes out/segmenter.onnx (outputs logits and features) and returns its card entry."""
     model.eval()
     h, w = WORKING_SIZE
-    torch.onnx.export(model, (torch.rand(1, 3, h, w),), out / "segmenter.onnx", input_names=["image"],
-                      output_names=["logits"], opset_version=17, dynamo=False,
+    torch.onnx.export(WithFeatures(model), (torch.rand(1, 3, h, w),), out / "segmenter.onnx", input_names=["image"],
+                      output_names=list(OUTPUTS), opset_version=17, dynamo=False,
                       dynamic_axes={"image": {0: "batch", 2: "height", 3: "width"},
-                                    "logits": {0: "batch", 2: "height", 3: "width"}})
+                                    "logits": {0: "batch", 2: "height", 3: "width"}, "features": {0: "batch"}})
+    return file_entry(out, "segmenter.onnx",
+                      inputs={"image": "float32 [N,3,H,W] in [0,1] (RGB), H and W multiples of 8"}, outputs=OUTPUTS)
+
+
+def reexport(folder: Path):
+    """Rebuilds a shipped segmenter's ONNX file from its weights.npz (same weights, current outputs) and
+    puts the new file's SHA-256 in its card."""
+    card = json.loads((folder / "card.json").read_text())
+    old = card["files"]["segmenter"]["sha256"]
+    card["files"]["segmenter"] = export_onnx(load_weights_npz(card["name"], folder), folder)
+    (folder / "card.json").write_text(json.dumps(card, indent=2) + "\n")
+    md = folder / "card.md"
+    md.write_text(md.read_text().replace(old, card["files"]["segmenter"]["sha256"]))
+    print(f"{folder}: segmenter.onnx {card['files']['segmenter']['sha256']}")
+
+
+def export(model, out: Path, args, log, test, root):
+    spec = MODELS[args.name]
+    h, w = WORKING_SIZE
+    onnx_entry = export_onnx(model, out)
     card = {
         "name": args.name,
         "kind": spec.kind,
@@ -77,9 +102,7 @@ def export(model, out: Path, args, log, test, root):
         "working_size": list(WORKING_SIZE),
         "size_multiple": STRIDE,
         "files": {
-            "segmenter": file_entry(out, "segmenter.onnx",
-                                    inputs={"image": "float32 [N,3,H,W] in [0,1] (RGB), H and W multiples of 8"},
-                                    outputs={"logits": f"float32 [N,{len(CLASSES)},H,W], classes in card order"}),
+            "segmenter": onnx_entry,
             "weights": weights_entry(model, out),
         },
         "training": {
@@ -129,8 +152,13 @@ def main(argv=None):
     p.add_argument("--data", default=None, help="datasets folder (default ../shared/datasets)")
     p.add_argument("--limit", type=int, default=None, help="use only the first N train frames (tests)")
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--out", required=True, help="model folder to write (e.g. ../models/camvid_segmenter)")
+    p.add_argument("--out", help="model folder to write (e.g. ../models/camvid_segmenter)")
+    p.add_argument("--reexport", metavar="FOLDER", help="rebuild FOLDER's segmenter.onnx from its weights.npz")
     args = p.parse_args(argv)
+    if args.reexport:
+        return reexport(Path(args.reexport))
+    if not args.out:
+        p.error("--out is required to train")
 
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
