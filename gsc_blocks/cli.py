@@ -37,7 +37,34 @@ def cmd_test(pytest_args) -> int:
                            + pytest_args, cwd=REPO)
 
 
+def parse_levels(values) -> dict:
+    """--levels '0,1' (every SPIC codec) and 'cspic=2,3' (one) -> {codec or '': [levels]}."""
+    out = {}
+    for value in values:
+        name, _, levels = value.rpartition("=")
+        try:
+            out[name] = [int(v) for v in levels.split(",") if v.strip()]
+        except ValueError:
+            raise ValueError(f"--levels {value!r}: expected comma-separated level numbers, e.g. 0,3 or "
+                             "cspic=2,3") from None
+    return out
+
+
 def cmd_bench(args) -> int:
+    if args.what != "codec":
+        args.codec = args.codec or "deepjscc"
+    if args.what == "codec":
+        if (args.dataset or "camvid") != "camvid":
+            raise ValueError(f"--dataset {args.dataset}: bench codec runs on camvid (its segmenters' dataset)")
+        from .bench.camvid import bench_codec
+        codecs = [c.strip() for c in (args.codec or "spic,cspic,webp,avif,jpeg2000").split(",") if c.strip()]
+        bench_codec(codecs, args.images, args.data, args.json or "out/bench_codec.json",
+                    args.plot or "out/bench_codec.png",
+                    bpp_targets=[float(b) for b in args.bpp.split(",")] if args.bpp else None,
+                    steps_list=[int(k) for k in (args.refine_steps or "4").split(",")],
+                    levels=parse_levels(args.levels),
+                    command=args.command_line)
+        return 0
     if args.what == "calibrate":
         args.images = args.images or 300
         out = args.out or str(REPO / "models" / args.codec / "calibration.json")
@@ -83,7 +110,7 @@ def cmd_bench(args) -> int:
     from .bench.link import bench_link, format_link_table
     result = bench_link(args.codec, snrs, args.images, args.data, args.config,
                         args.json or "out/bench_link.json", args.plot or "out/bench_link.png", mcs=args.mcs,
-                        cbr=args.cbr, fading=args.fading, dataset=args.dataset, refine_steps=args.refine_steps or "1",
+                        cbr=args.cbr, fading=args.fading, dataset=args.dataset or "cifar10", refine_steps=args.refine_steps or "1",
                         command=args.command_line)
     print(format_link_table(result))
     t = result["throughput"]
@@ -128,7 +155,7 @@ class Parser(argparse.ArgumentParser):
 
 
 PASS_THROUGH = {"train": "train", "export": "export", "train-refiner": "train_refiner",
-                "train-segmenter": "train_segmenter"}
+                "train-segmenter": "train_segmenter", "train-spic": "train_spic"}
 
 
 def build_parser() -> Parser:
@@ -144,20 +171,29 @@ def build_parser() -> Parser:
     sub.add_parser("test", help="run the test suite; pytest options pass through (e.g. -k frame, -x)",
                    add_help=False)
     b = sub.add_parser("bench", help="benchmarks (writes JSON and a PNG plot)")
-    b.add_argument("what", choices=["link", "calibrate", "control", "frames"])
-    b.add_argument("--codec", default="deepjscc", help="link: one codec or several, comma-separated "
+    b.add_argument("what", choices=["link", "calibrate", "control", "frames", "codec"])
+    b.add_argument("--codec", default=None, help="link: one codec or several, comma-separated "
                    "(deepjscc, deepjscc_sr, swinjscc, <codec>+refiner, separation, separation-webp|-jpeg2000|-avif); "
-                   "calibrate, control: one")
+                   "calibrate, control: one (default deepjscc); codec: spic, cspic, webp, avif, jpeg2000 "
+                   "(default all)")
     b.add_argument("--refine-steps", default=None, help="link, <codec>+refiner: diffusion refiner DDIM steps, "
-                   "comma-separated, each its own curve (default 1; e.g. 1,4); calibrate: the step counts "
+                   "comma-separated, each its own curve (default 1; e.g. 1,4); codec: spic's and cspic's "
+                   "regeneration steps (default 4); calibrate: the step counts "
                    "the controller may choose (default 0,1,2 when a refiner is trained for the codec)")
     b.add_argument("--mcs", default="oracle", help="link, separation: 'oracle' (best MCS per SNR), an MCS "
                    "name or index (e.g. 64qam-1/2), or several comma-separated, one curve each")
     b.add_argument("--cbr", default=None, help="link, successive-refinement codecs (deepjscc_sr, swinjscc): CBRs, "
-                   "comma-separated, each its own curve (e.g. 1/24,1/12,1/6; default the full rate)")
+                   "comma-separated, each its own curve (e.g. 1/24,1/12,1/6; default the full rate); with one "
+                   "CBR the digital codecs (separation, spic, cspic) fill the same channel uses")
     b.add_argument("--fading", default="none", choices=["none", "rayleigh"],
                    help="link: rayleigh = block fading, one Rayleigh gain per image (same gains on both channels)")
-    b.add_argument("--dataset", default="cifar10", choices=["cifar10", "kodak"], help="link: test images")
+    b.add_argument("--dataset", default=None, choices=["cifar10", "kodak", "camvid"],
+                   help="link: test images (default cifar10); codec: camvid (the only one)")
+    b.add_argument("--bpp", default=None, help="codec: classical codecs at these bits per pixel (comma-separated; "
+                                               "default: a sweep of their quality settings)")
+    b.add_argument("--levels", action="append", default=[],
+                   help="codec: spic/cspic levels, comma-separated (default all); 'cspic=2,3,4' for one codec "
+                        "(repeatable)")
     b.add_argument("--snr", default=None, help="link: channel SNRs (default 0,5,10,15,20); frames: "
                    "(default -6,-5,-4,-3,-2,-1,0,2)")
     b.add_argument("--frames", type=int, default=200, help="frames: known-symbol frames per SNR")

@@ -28,12 +28,14 @@ class semantic_decoder(background_worker, gr.basic_block):
     refine_steps DDIM steps: the header's value (the transmitter's choice, e.g.
     the controller's decoding effort), or this block's own when refine_steps >= 0.
     A codec the refiner was not trained for is decoded without refinement, and
-    the image's metadata says so.
+    the image's metadata says so. A codec that regenerates (SPIC, C-SPIC) takes
+    the same steps as its own diffusion decoder's.
 
     Args:
         models_dir: where model folders live ('' = default search path).
         reassembly_timeout_s: decode an incomplete image this long after its last fragment.
         refine_steps: -1 = as each header says; 0..15 = this many for every image.
+        digital_cbr: channel uses per pixel value of the digital codecs (as the transmitter's).
 
     An end-of-stream control frame (see core/frame.py) decodes everything pending
     and is reported once on 'events'.
@@ -43,9 +45,10 @@ class semantic_decoder(background_worker, gr.basic_block):
     could not be decoded, with the reason).
     """
 
-    def __init__(self, models_dir="", reassembly_timeout_s=2.0, refine_steps=-1):
+    def __init__(self, models_dir="", reassembly_timeout_s=2.0, refine_steps=-1, digital_cbr=1 / 6):
         gr.basic_block.__init__(self, name="gsc_semantic_decoder", in_sig=None, out_sig=None)
         self.models_dir = models_dir or None
+        self.digital_cbr = float(digital_cbr)
         self.codecs = {}
         self.refiners = {}                       # refiner name -> Refiner
         self.refiner_names = {}                  # codec name -> refiner name (None: no refiner)
@@ -74,7 +77,7 @@ class semantic_decoder(background_worker, gr.basic_block):
 
     def codec_for(self, codec_id: int):
         if codec_id not in self.codecs:
-            self.codecs[codec_id] = codec_for_id(codec_id, self.models_dir)
+            self.codecs[codec_id] = codec_for_id(codec_id, self.models_dir, {"cbr": self.digital_cbr})
         return self.codecs[codec_id]
 
     def _image_symbols(self, meta) -> int:
@@ -186,12 +189,18 @@ class semantic_decoder(background_worker, gr.basic_block):
         try:
             codec = self.codec_for(int(meta["codec_id"]))
             start = time.perf_counter()
-            pixels = codec.decode(image.symbols, int(meta["height"]), int(meta["width"]), image.snr_eff_db,
-                                  int(meta.get("rate_index", 0)))
             steps = self.refine_steps if self.refine_steps >= 0 else int(meta.get("refine_steps", 0))
             meta["refine_steps_applied"] = 0
-            if steps:
-                pixels = self._refine(codec.name, pixels, image.snr_eff_db, steps, meta)
+            if codec.regenerates:       # SPIC: the steps are its own generative decoder's
+                pixels = codec.decode(image.symbols, int(meta["height"]), int(meta["width"]), image.snr_eff_db,
+                                      int(meta.get("rate_index", 0)), steps=steps, seed=int(meta.get("image_id", 0)))
+                meta["refine_steps_applied"] = steps
+                meta["codec_detail"] = codec.last_detail
+            else:
+                pixels = codec.decode(image.symbols, int(meta["height"]), int(meta["width"]), image.snr_eff_db,
+                                      int(meta.get("rate_index", 0)))
+                if steps:
+                    pixels = self._refine(codec.name, pixels, image.snr_eff_db, steps, meta)
             meta["decode_ms"] = (time.perf_counter() - start) * 1e3
         except (CodecError, ValueError) as err:
             gr.log.error(f"gsc semantic_decoder: image {meta.get('image_id')}: {err}")

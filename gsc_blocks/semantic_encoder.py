@@ -31,6 +31,11 @@ class semantic_encoder(gr.basic_block):
         snr_db: SNR the encoder is conditioned on (channel state at the TX).
         max_fragment_symbols: payload symbols per frame at most.
         models_dir: where model folders live ('' = default search path).
+        classes: cspic's classes, comma-separated ('' = its default: SignSymbol, Pole,
+            Pedestrian, Bicyclist).
+        digital_cbr: channel uses per pixel value of the digital codecs (the receiver's must match).
+        class_quality, class_masks: cspic's class details' WebP quality (-1: none) and whether it
+            also sends the classes' full-resolution masks.
     Message ports: in (image PDUs; an end-of-stream PDU from the image source becomes
     the end-of-stream control frame), control (dict with any of codec, rate_index,
     power_level, refine_steps, snr_db; applies from the next image), out
@@ -38,10 +43,14 @@ class semantic_encoder(gr.basic_block):
     """
 
     def __init__(self, codec="deepjscc", rate_index=0, power_level=0, refine_steps=0, snr_db=10.0,
-                 max_fragment_symbols=4800, models_dir=""):
+                 max_fragment_symbols=4800, models_dir="", classes="", digital_cbr=1 / 6, class_quality=40,
+                 class_masks=False):
         gr.basic_block.__init__(self, name="gsc_semantic_encoder", in_sig=None, out_sig=None)
         self.models_dir = models_dir or None
-        self.codec = make_codec(codec, self.models_dir)
+        self.options = {"classes": [c.strip() for c in classes.split(",") if c.strip()] if isinstance(classes, str)
+                        else list(classes), "cbr": float(digital_cbr), "class_quality": int(class_quality),
+                        "class_masks": bool(class_masks)}
+        self.codec = make_codec(codec, self.models_dir, self.options)
         self.settings = {"rate_index": int(rate_index), "power_level": int(power_level),
                          "refine_steps": int(refine_steps), "snr_db": float(snr_db)}
         self.max_fragment_symbols = int(max_fragment_symbols)
@@ -66,7 +75,7 @@ class semantic_encoder(gr.basic_block):
         with self.lock:
             if "codec" in command and command["codec"] != self.codec.name:
                 try:
-                    self.codec = make_codec(str(command["codec"]), self.models_dir)
+                    self.codec = make_codec(str(command["codec"]), self.models_dir, self.options)
                 except CodecError as err:
                     gr.log.error(f"gsc semantic_encoder: {err}")
             for key in self.settings:

@@ -39,6 +39,7 @@ def one_line_error(result):
     ("export", ["--model", "--checkpoint", "--out"]),
     ("train-refiner", ["--codecs", "--epochs", "--export"]),
     ("train-segmenter", ["--width", "--seed", "--epochs", "--out"]),
+    ("train-spic", ["--channels", "--seg-weight", "--minutes", "--export"]),
     ("bench", ["--codec", "--snr", "--json"]),
 ])
 def test_help_lists_the_options(command, options):

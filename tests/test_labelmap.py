@@ -11,7 +11,7 @@ CAMVID = Path(__file__).resolve().parents[1] / "tests" / "data" / "camvid"
 
 
 def camvid_maps():
-    return [np.asarray(Image.open(p)) for p in sorted(CAMVID.glob("*_label.png"))]
+    return [np.asarray(Image.open(p)) for p in sorted((CAMVID / "labels").glob("*.png"))]
 
 
 def test_camvid_maps_round_trip_in_fewer_bits_than_lossless_webp():

@@ -13,7 +13,7 @@ SHIPPED = sorted(p.parent for p in (Path(__file__).resolve().parents[1] / "model
 def test_every_shipped_model_is_registered_and_kinds_are_known():
     assert {folder.name for folder in SHIPPED} <= set(MODELS)
     assert names("codec") == ["deepjscc", "deepjscc_sr", "swinjscc"]
-    assert {spec.kind for spec in MODELS.values()} == {"codec", "refiner", "classifier", "segmenter"}
+    assert {spec.kind for spec in MODELS.values()} == {"codec", "refiner", "classifier", "segmenter", "superres"}
 
 
 @pytest.mark.parametrize("folder", SHIPPED, ids=lambda f: f.name)
@@ -26,7 +26,7 @@ def test_registry_facts_match_the_shipped_card(folder):
         assert (spec.codec_id, spec.downsample, spec.size_multiple) == \
             (card["codec_id"], card["downsample"], card["size_multiple"])
         assert spec.successive == ("successive_refinement" in card)
-    if spec.kind == "refiner":
+    if spec.kind in ("refiner", "superres"):
         assert spec.size_multiple == card["diffusion"]["size_multiple"]
     if spec.kind == "segmenter":
         assert spec.size_multiple == card["size_multiple"]

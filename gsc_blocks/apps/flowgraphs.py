@@ -53,7 +53,9 @@ class tx_top(gr.top_block):
                                    start_delay_s=start_delay_s, paced=ctrl["enabled"])
         self.encoder = semantic_encoder(codec["name"], codec["rate_index"], codec["power_level"],
                                         codec["refine_steps"],
-                                        codec["encoder_snr_db"], ofdm["max_fragment_symbols"], codec["models_dir"])
+                                        codec["encoder_snr_db"], ofdm["max_fragment_symbols"], codec["models_dir"],
+                                        ",".join(codec["classes"]), codec["digital_cbr"], codec["class_quality"],
+                                        codec["class_masks"])
         self.tx = ofdm_analog_tx(ofdm["fft_len"], ofdm["cp_len"], amplitude=ofdm["amplitude"],
                                  guard_symbols=ofdm["guard_symbols"],
                                  max_fragment_symbols=ofdm["max_fragment_symbols"],
@@ -119,7 +121,7 @@ class rx_top(gr.top_block):
         self.rx = ofdm_analog_rx(ofdm["fft_len"], ofdm["cp_len"], detect_threshold=ofdm["detect_threshold"],
                                  max_fragment_symbols=ofdm["max_fragment_symbols"], cfo_search=ofdm["cfo_search"])
         self.decoder = semantic_decoder(config["codec"]["models_dir"], config["rx"]["reassembly_timeout_s"],
-                                        config["rx"]["refine_steps"])
+                                        config["rx"]["refine_steps"], config["codec"]["digital_cbr"])
         ctrl = config["controller"]
         self.sink = image_sink(out_dir, manifest,
                                classify=ctrl["enabled"] and ctrl["quality_metric"] == "accuracy_pct")

@@ -49,6 +49,7 @@ class Codec:
     size_multiple: int = 1
     min_side: int = 8
     providers: list = []
+    regenerates: bool = False   # decodes with its own diffusion model: the header's refine_steps are its steps
 
     # --- rates ---------------------------------------------------------------
     @property

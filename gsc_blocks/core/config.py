@@ -40,13 +40,25 @@ SCHEMA = {
         "name": {"type": "str", "default": "deepjscc", "doc": "model folder under models/"},
         "rate_index": {**_num(0, 15, True), "default": 0,
                        "doc": "rate level of the codec: swinjscc and deepjscc_sr send 8 - rate_index of their 8 symbol groups "
-                              "(0: CBR 1/6, 4: 1/12, 6: 1/24); separation: the MCS; deepjscc: 0 only"},
+                              "(0: CBR 1/6, 4: 1/12, 6: 1/24); separation, spic, cspic: the MCS; deepjscc: 0 only"},
         "power_level": {**_num(0, 15, True), "default": 0, "doc": "transmit power level, 2 dB per step down"},
         "refine_steps": {**_num(0, 15, True), "default": 0,
-                         "doc": "diffusion refiner steps the header asks of the receiver (0: JSCC output only)"},
+                         "doc": "diffusion steps the header asks of the receiver: the refiner's (0: JSCC output "
+                                "only), or spic's and cspic's regeneration (0: the upsampled coarse image)"},
         "encoder_snr_db": {**_num(-10, 40), "default": 10.0,
                            "doc": "SNR the encoder is conditioned on (channel state known at TX)"},
         "models_dir": {"type": "str", "default": "", "doc": "folder holding the model folders ('' = search path)"},
+        "digital_cbr": {**_num(0.001, 1.0), "default": 1 / 6,
+                        "doc": "channel uses per pixel value of the digital codecs (separation, spic, cspic): "
+                               "set it to an analog codec's CBR to compare them at equal channel uses; the "
+                               "transmitter and the receiver must agree"},
+        "classes": {"type": "names", "default": ["SignSymbol", "Pole", "Pedestrian", "Bicyclist"],
+                    "doc": "cspic: the CamVid classes whose regions it refines"},
+        "class_quality": {**_num(-1, 100, True), "default": 40,
+                          "doc": "cspic: WebP quality of the class details (the frame at half resolution in the "
+                                 "class regions); -1: none"},
+        "class_masks": {"type": "bool", "default": False,
+                        "doc": "cspic: also send the classes' full-resolution masks when the map goes at a lower one"},
     },
     "channel": {
         "enabled": {"type": "bool", "default": True, "doc": "emulate the channel (ZMQ); off for USRP"},
@@ -169,6 +181,10 @@ def _check_value(where: str, key: str, value, spec):
         if not isinstance(value, list) or not value or not all(isinstance(v, int) and 0 <= v < 16 for v in value):
             fail("a non-empty list of integers 0..15")
         return sorted(set(value))
+    if kind == "names":
+        if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
+            fail("a non-empty list of names")
+        return list(value)
     if kind == "taps":
         if not isinstance(value, list) or not value or len(value) > 64:
             fail("a list of 1 to 64 taps, each a number or [re, im]")

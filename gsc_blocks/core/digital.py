@@ -197,8 +197,9 @@ class BitPipeline:
         tx_bits = all_bits[perm] ^ self._scrambler(all_bits.size)
         return self._modem(mcs.bits_per_symbol).modulate(tx_bits).astype(np.complex64)
 
-    def receive(self, symbols: np.ndarray, snr_db: float, mcs_index_: int) -> bytes:
-        """Equalized symbols -> the payload bytes with their zero padding; CodecError when the CRC fails."""
+    def receive(self, symbols: np.ndarray, snr_db: float, mcs_index_: int, check: bool = True) -> bytes:
+        """Equalized symbols -> the payload bytes with their zero padding; CodecError when the CRC fails
+        (check=False: the bytes as decoded, for a payload that carries a CRC per stream)."""
         mcs, plan, total = self.layout(symbols.size, mcs_index_)
         noise_var = 10 ** (-float(snr_db) / 10)
         llr_tx_order = self._modem(mcs.bits_per_symbol).llr(np.asarray(symbols, np.complex64), noise_var)
@@ -212,7 +213,7 @@ class BitPipeline:
             at += code.n
         data = np.packbits(np.concatenate(info))[:total].tobytes()
         body, crc = data[:-CRC_BYTES], int.from_bytes(data[-CRC_BYTES:], "big")
-        if zlib.crc32(body) != crc:
+        if check and zlib.crc32(body) != crc:
             raise CodecError(f"CRC failed after LDPC decoding ({mcs.name} at an estimated {snr_db:.1f} dB)")
         return body
 
@@ -221,16 +222,28 @@ class DigitalCodec(Codec):
     """A payload coder on the shared bit pipeline; rate index = MCS.
 
     Subclasses set name, codec_id and cbr, and implement encode_payload(image,
-    capacity) -> bytes (at most capacity) and decode_payload(bytes, height, width)
-    -> image; the bytes come back with the pipeline's zero padding after them.
+    capacity) -> bytes (at most capacity) and decode_payload(bytes, height, width,
+    steps, seed) -> image; the bytes come back with the pipeline's zero padding
+    after them. A codec with own_crcs checks a CRC per stream of its payload and
+    gets the bytes even when the pipeline's CRC fails (a damaged stream names
+    itself; damage in the padding loses nothing). A codec that regenerates takes
+    the frame header's refine_steps as its sampling steps.
     """
 
     family = DIGITAL
+    own_crcs = False
 
     def __init__(self, cbr: float = 1 / 6, seed: int = 0x5E9):
         self.cbr = float(cbr)
         self.pipeline = BitPipeline(seed)
         self.providers = ["numpy", "gr-fec"]
+
+    @classmethod
+    def create(cls, variant: str, models_dir=None, options: dict | None = None) -> "DigitalCodec":
+        """The codec the registry makes for a name's variant ('webp' of 'separation-webp'); options:
+        cbr (channel uses per pixel value)."""
+        cbr = float((options or {}).get("cbr") or 1 / 6)
+        return cls(variant, cbr=cbr) if variant else cls(cbr=cbr)
 
     @property
     def rate_labels(self) -> list[str]:
@@ -261,7 +274,7 @@ class DigitalCodec(Codec):
     def encode_payload(self, image: np.ndarray, capacity: int) -> bytes:
         raise NotImplementedError
 
-    def decode_payload(self, payload: bytes, height: int, width: int) -> np.ndarray:
+    def decode_payload(self, payload: bytes, height: int, width: int, steps: int = 0, seed: int = 0) -> np.ndarray:
         raise NotImplementedError
 
     def encode(self, image: np.ndarray, snr_db: float = 0.0, rate_index: int = 0) -> np.ndarray:
@@ -272,9 +285,11 @@ class DigitalCodec(Codec):
         payload = self.encode_payload(image, self.pipeline.capacity(n_sym, rate_index))
         return self.pipeline.transmit(payload, n_sym, rate_index)
 
-    def decode(self, symbols: np.ndarray, height: int, width: int, snr_db: float, rate_index: int = 0) -> np.ndarray:
+    def decode(self, symbols: np.ndarray, height: int, width: int, snr_db: float, rate_index: int = 0,
+               steps: int = 0, seed: int = 0) -> np.ndarray:
         n_sym = self.n_symbols(height, width)
         if symbols.size != n_sym:
             raise ValueError(f"{symbols.size} symbols do not make a {width}x{height} image ({n_sym} expected)")
         self.check_rate(rate_index)
-        return self.decode_payload(self.pipeline.receive(symbols, snr_db, rate_index), height, width)
+        payload = self.pipeline.receive(symbols, snr_db, rate_index, check=not self.own_crcs)
+        return self.decode_payload(payload, height, width, steps, seed)

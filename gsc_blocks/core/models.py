@@ -25,6 +25,8 @@ REQUIRED_KEYS = {
                 "diffusion.size_multiple", *_FILE_KEYS("denoiser")),
     "classifier": ("classes", *_FILE_KEYS("classifier")),
     "segmenter": ("classes", "void_label", "size_multiple", *_FILE_KEYS("segmenter")),
+    "superres": ("classes", "segmenter", "diffusion.cosine_offset", "diffusion.residual_scale",
+                 "diffusion.max_steps", "diffusion.size_multiple", *_FILE_KEYS("denoiser")),
 }
 
 

@@ -34,12 +34,15 @@ def refiner_for(codec_name: str, models_dir=None):
     return Refiner(name, models_dir) if name else None
 
 
-class Refiner(OnnxModel):
-    kind, role = "refiner", "denoiser"
+class DiffusionModel(OnnxModel):
+    """An ONNX denoiser with a card's "diffusion" entry: the cosine schedule and the DDIM sampler on the
+    scaled residual to an image (the refiner's JSCC output, SPIC's upsampled coarse image)."""
 
-    def __init__(self, name: str = REFINER, models_dir=None, providers=None):
+    role = "denoiser"
+    what = ""              # how messages name it
+
+    def __init__(self, name: str, models_dir=None, providers=None):
         super().__init__(name, models_dir, providers)
-        self.codecs = list(self.card["codecs"])
         diffusion = self.card["diffusion"]
         self.offset = float(diffusion["cosine_offset"])
         self.scale = float(diffusion["residual_scale"])
@@ -54,28 +57,42 @@ class Refiner(OnnxModel):
 
     def check_steps(self, steps: int) -> int:
         if not 0 <= int(steps) <= self.max_steps:
-            raise ValueError(f"refine_steps {steps}: the refiner takes 0 to {self.max_steps} steps")
+            raise ValueError(f"refine_steps {steps}: the {self.what} takes 0 to {self.max_steps} steps")
         return int(steps)
 
-    def refine(self, image: np.ndarray, snr_db: float, steps: int, seed: int = 0) -> np.ndarray:
-        """uint8 HxWx3 (the JSCC output) -> uint8 HxWx3 after `steps` DDIM steps."""
+    def sample(self, image: np.ndarray, steps: int, seed: int, inputs) -> np.ndarray:
+        """uint8 HxWx3 -> uint8 HxWx3 after `steps` DDIM steps; inputs(z_t, t, image as float [1,3,H,W])
+        gives the session's input dict. The starting noise is seeded."""
         steps = self.check_steps(steps)
         h, w = image.shape[:2]
         if steps == 0:
             return image
         if h % self.size_multiple or w % self.size_multiple:
-            raise ValueError(f"image is {w}x{h}: the refiner needs sides that are multiples of {self.size_multiple}")
+            raise ValueError(f"image is {w}x{h}: the {self.what} needs sides that are multiples of "
+                             f"{self.size_multiple}")
         coarse = np.ascontiguousarray(image.transpose(2, 0, 1)[None], np.float32) / 255.0
-        snr = np.array([[snr_db]], np.float32)
         z = np.random.default_rng(seed).standard_normal(coarse.shape).astype(np.float32)
         r0 = z
         for i in range(steps, 0, -1):
             a, s = self.alpha_sigma(i / steps)
-            v = self.session.run(None, {"z_t": z, "coarse": coarse, "t": np.array([[i / steps]], np.float32),
-                                        "snr_db": snr})[0]
+            v = self.session.run(None, inputs(z, np.array([[i / steps]], np.float32), coarse))[0]
             r0 = a * z - s * v
             eps = s * z + a * v
             a_next, s_next = self.alpha_sigma((i - 1) / steps)
             z = (a_next * r0 + s_next * eps).astype(np.float32)
         out = np.clip(coarse[0] + r0[0] / self.scale, 0.0, 1.0)
         return np.clip(np.rint(out.transpose(1, 2, 0) * 255.0), 0, 255).astype(np.uint8)
+
+
+class Refiner(DiffusionModel):
+    kind = what = "refiner"
+
+    def __init__(self, name: str = REFINER, models_dir=None, providers=None):
+        super().__init__(name, models_dir, providers)
+        self.codecs = list(self.card["codecs"])
+
+    def refine(self, image: np.ndarray, snr_db: float, steps: int, seed: int = 0) -> np.ndarray:
+        """uint8 HxWx3 (the JSCC output) -> uint8 HxWx3 after `steps` DDIM steps."""
+        snr = np.array([[snr_db]], np.float32)
+        return self.sample(image, steps, seed, lambda z, t, coarse: {"z_t": z, "coarse": coarse, "t": t,
+                                                                       "snr_db": snr})

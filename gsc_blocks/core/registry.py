@@ -10,8 +10,9 @@ from .frame import CONTROL_CODEC_ID
 from .jscc import JSCCCodec
 from .models import CodecError, available_models, card_kind, load_card
 from .separation import SeparationCodec
+from .spic import CSpicCodec, SpicCodec
 
-DIGITAL_CODECS = {cls.name: cls for cls in (SeparationCodec,)}
+DIGITAL_CODECS = {cls.name: cls for cls in (SeparationCodec, SpicCodec, CSpicCodec)}
 
 
 def _cards_by_id(models_dir=None) -> dict[int, str]:
@@ -33,23 +34,23 @@ def available_codecs(models_dir=None) -> list[str]:
     return sorted(_cards_by_id(models_dir).values()) + sorted(DIGITAL_CODECS)
 
 
-def make_codec(name: str, models_dir=None) -> Codec:
-    """A codec by name: a digital codec ('separation', 'separation-webp'), or a model folder."""
+def make_codec(name: str, models_dir=None, options: dict | None = None) -> Codec:
+    """A codec by name: a digital codec ('separation', 'separation-webp', 'spic-3'), or a model folder.
+    options: a digital codec's own settings (C-SPIC's classes)."""
     base, _, variant = name.partition("-")
     if base in DIGITAL_CODECS:
-        cls = DIGITAL_CODECS[base]
         try:
-            return cls(variant) if variant else cls()
+            return DIGITAL_CODECS[base].create(variant, models_dir, options or {})
         except ValueError as err:
             raise CodecError(f"codec {name!r}: {err}") from None
     return JSCCCodec(name, models_dir)
 
 
-def codec_for_id(codec_id: int, models_dir=None) -> Codec:
-    """The decoder side of a header's codec id."""
+def codec_for_id(codec_id: int, models_dir=None, options: dict | None = None) -> Codec:
+    """The decoder side of a header's codec id; options as make_codec's (a digital codec's cbr)."""
     for cls in DIGITAL_CODECS.values():
         if cls.codec_id == codec_id:
-            return cls()
+            return cls.create("", models_dir, options or {})
     cards = _cards_by_id(models_dir)
     if codec_id == CONTROL_CODEC_ID or codec_id not in cards:
         raise CodecError(f"no codec has codec_id {codec_id} (the header's codec field); codecs: "

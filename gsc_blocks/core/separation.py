@@ -160,7 +160,7 @@ class SeparationCodec(DigitalCodec):
         self._last_source_codec = name
         return bytes([SOURCE_CODECS[name]]) + len(stream).to_bytes(3, "big") + stream
 
-    def decode_payload(self, payload: bytes, height: int, width: int) -> np.ndarray:
+    def decode_payload(self, payload: bytes, height: int, width: int, steps: int = 0, seed: int = 0) -> np.ndarray:
         names = {v: k for k, v in SOURCE_CODECS.items()}
         if payload[0] not in names:
             raise CodecError(f"payload names source codec {payload[0]}, not one of {sorted(names)}")

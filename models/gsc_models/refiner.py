@@ -100,6 +100,12 @@ class Denoiser(nn.Module):
 def ddim_refine(model, coarse, snr_db, steps: int, generator=None, noise=None):
     """DDIM (eta = 0) from t = 1 to 0 in `steps` steps; returns the refined image in [0,1].
     noise: the starting z_1 (default: drawn with generator)."""
+    return ddim(lambda z, t: model(z, coarse, t, snr_db), coarse, steps, generator, noise)
+
+
+@torch.no_grad()
+def ddim(v_of, coarse, steps: int, generator=None, noise=None):
+    """The DDIM sampler on the scaled residual to `coarse`: v_of(z_t, t) is the network's v."""
     if steps <= 0:
         return coarse
     z = noise if noise is not None else torch.randn(coarse.shape, generator=generator, device=coarse.device)
@@ -107,7 +113,7 @@ def ddim_refine(model, coarse, snr_db, steps: int, generator=None, noise=None):
     for i in range(steps, 0, -1):
         t = torch.full((len(coarse), 1), i / steps, device=coarse.device)
         a, s = alpha_sigma(t)
-        v = model(z, coarse, t, snr_db)
+        v = v_of(z, t)
         a, s = a[:, :, None, None], s[:, :, None, None]
         r0 = a * z - s * v
         eps = s * z + a * v

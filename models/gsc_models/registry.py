@@ -12,12 +12,14 @@ from . import deepjscc, swinjscc
 from .cifar_classifier import CifarClassifier
 from .refiner import Denoiser
 from .segmenter import STRIDE as SEGMENTER_STRIDE, Segmenter
+from .spic import SIZE_MULTIPLE as SPIC_SIZE_MULTIPLE, SpadeDenoiser
 
 
 @dataclass(frozen=True)
 class ModelSpec:
     build: type[nn.Module]      # called with the card's "config" as keyword arguments
-    kind: str                   # "codec" (JSCC encoder + decoder), "refiner", "classifier" or "segmenter"
+    kind: str                   # "codec" (JSCC encoder + decoder), "refiner", "classifier", "segmenter" or
+                                # "superres" (SPIC's receiver)
     architecture: str           # the card's text; "{config}" stands for the model's config
     codec_id: int | None = None          # the codec id the frame header carries (codecs only)
     successive: bool = False             # trained with random symbol-group truncation: one model, every CBR
@@ -47,6 +49,11 @@ MODELS = {
     "cifar_classifier": ModelSpec(CifarClassifier, "classifier",
                                   "CifarClassifier {config}: 6 conv3x3/BN/ReLU layers in 3 max-pooled stages, "
                                   "global average pool, dropout, linear"),
+    "spic_sr": ModelSpec(SpadeDenoiser, "superres",
+                         "SPADE diffusion super-resolution U-Net {config} (two downsamplings; plain residual "
+                         "blocks in the encoder, SPADE GroupNorm from the label map in the middle and decoder, "
+                         "FiLM on time), v-prediction on the scaled residual to the upsampled coarse image, "
+                         "cosine schedule, DDIM sampling", size_multiple=SPIC_SIZE_MULTIPLE),
     "camvid_segmenter": ModelSpec(Segmenter, "segmenter", _SEGMENTER, size_multiple=SEGMENTER_STRIDE),
     "camvid_segmenter_b": ModelSpec(Segmenter, "segmenter", _SEGMENTER, size_multiple=SEGMENTER_STRIDE),
 }
