@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from gsc_blocks.bench.common import _lost_scores, ideal_awgn_point, ideal_awgn_points
@@ -142,3 +143,66 @@ def test_ideal_points_for_several_step_counts_equal_one_point_per_step_count():
         assert {k: v for k, v in together[steps].items() if k != "refine_ms_p50"} == \
             {k: v for k, v in alone.items() if k != "refine_ms_p50"}
     assert together[1]["psnr_db"] != together[0]["psnr_db"] != together[2]["psnr_db"]
+
+
+def _camvid_folder(tmp_path):
+    """The committed CamVid samples laid out as datasets/camvid/test and testannot."""
+    camvid = REPO / "tests" / "data" / "camvid"
+    test, annot = tmp_path / "datasets" / "camvid" / "test", tmp_path / "datasets" / "camvid" / "testannot"
+    test.mkdir(parents=True)
+    annot.mkdir()
+    for path in sorted(camvid.glob("*.webp")):
+        (test / path.name).write_bytes(path.read_bytes())
+        (annot / f"{path.stem}.png").write_bytes((camvid / "labels" / f"{path.stem}.png").read_bytes())
+    return tmp_path / "datasets"
+
+
+def test_bench_codec_writes_the_issue_shape_and_counts_every_bit(tmp_path):
+    from gsc_blocks.bench.camvid import bench_codec
+    from gsc_blocks.core.registry import make_codec
+    data = _camvid_folder(tmp_path)
+    result = bench_codec(["spic", "cspic", "webp"], data_dir=data, json_path=tmp_path / "c.json",
+                         plot_path=tmp_path / "c.png", steps_list=(0, 1), levels={"": [0, 3]})
+    assert json.loads((tmp_path / "c.json").read_text()) == result and (tmp_path / "c.png").stat().st_size > 0
+    assert result["dataset"] == "camvid" and result["resolution"] == [192, 256] and result["n_images"] == 3
+    assert set(result["original"]) == {"miou", "class_iou", "miou_second"}
+    assert {"camvid_segmenter", "camvid_segmenter_b", "spic_sr"} <= set(result["models"])
+    assert len(result["commit"].split("-")[0]) == 40 and result["command"]
+    keys = {"rate_index", "bpp", "miou", "miou_second", "class_iou", "psnr_db", "ms_ssim", "fsd", "encode_ms",
+            "decode_ms"}
+    by = {e["codec"]: e["points"] for e in result["codecs"]}
+    for points in by.values():
+        assert all(keys <= set(p) for p in points)
+    assert all("extra_bpp" in p for p in by["cspic"])
+    # SPIC's bpp is its payload's bytes, every one: recompute it from the codec
+    spic = make_codec("spic")
+    images = [np.asarray(Image.open(f).convert("RGB")) for f in sorted((data / "camvid" / "test").glob("*.webp"))]
+    level3 = [p for p in by["spic"] if p["rate_index"] == 3 and p["steps"] == 1][0]
+    assert level3["bpp"] == round(np.mean([len(spic.encode_level(im, 3)) * 8 for im in images]) / (192 * 256), 5)
+    # regeneration (1 step) is judged better by the segmenter than the upsampled coarse image (0 steps)
+    for level in (0, 3):
+        p0, p1 = (next(p for p in by["spic"] if p["rate_index"] == level and p["steps"] == k) for k in (0, 1))
+        assert p1["miou"] > p0["miou"] and p1["bpp"] == p0["bpp"]
+    # C-SPIC adds its class masks' bits on top of SPIC's at the same level
+    for level in (0, 3):
+        s, c = (next(p for p in by[n] if p["rate_index"] == level and p["steps"] == 1) for n in ("spic", "cspic"))
+        assert c["bpp"] == pytest.approx(s["bpp"] + c["extra_bpp"], abs=2e-5)
+        assert sum(c["extra_bpp_per_class"].values()) == pytest.approx(c["extra_bpp"], abs=5e-5)
+
+
+def test_bench_link_camvid_at_one_cbr_for_every_codec(tmp_path):
+    """SPIC and swinjscc at CBR 1/24 over both channels, with mIoU; over the link the receiver decodes
+    SPIC at that CBR (codec.digital_cbr travels to both processes)."""
+    data = _camvid_folder(tmp_path)
+    result = bench_link("spic,swinjscc", snrs=(15,), n_images=2, data_dir=data, json_path=tmp_path / "l.json",
+                        dataset="camvid", cbr="1/24", work_dir=tmp_path / "work", refine_steps="1")
+    assert result["cbr"] == pytest.approx(1 / 24) and set(result["accuracy_original"]) == {"miou", "miou_second"}
+    points = {(p["codec"], p["channel"]): p for p in result["points"]}
+    assert set(points) == {(c, ch) for c in ("spic", "swinjscc") for ch in ("awgn_ideal", "ofdm_zmq")}
+    spic_link = points[("spic", "ofdm_zmq")]
+    assert spic_link["lost"] == 0 and spic_link["refine_steps"] == 1
+    from gsc_blocks.core.registry import make_codec
+    at_1_24 = make_codec("spic", options={"cbr": 1 / 24})
+    assert spic_link["payload_bytes"] == at_1_24.capacity(192, 256, spic_link["rate_index"]) + 4
+    assert spic_link["psnr_db"] == pytest.approx(points[("spic", "awgn_ideal")]["psnr_db"], abs=0.01)
+    assert all(0 <= p["miou"] <= 1 for p in result["points"])

@@ -84,7 +84,7 @@ def dataset_files(dataset, data_dir, count):
         return cifar_test_images(data_dir, count)
     if dataset == "kodak":
         return kodak_images(data_dir, count)
-    raise ValueError(f"--dataset {dataset!r}: expected cifar10 or kodak")
+    raise ValueError(f"--dataset {dataset!r}: expected cifar10, kodak or camvid")
 
 
 def mean_image_of(images):
@@ -104,9 +104,12 @@ def _lost_scores(original, mean_image):
 
 
 def _accuracy(judge, received):
-    """Top-1 accuracy of the classifier on the received images (judge = (classifier, labels))."""
+    """Top-1 accuracy of the classifier on the received images (judge = (classifier, labels)), or what
+    a callable judge says of them (CamVid: the segmenters' mIoU)."""
     if judge is None:
         return {}
+    if callable(judge):
+        return judge(received)
     classifier, labels = judge
     return {"accuracy": float(np.mean(classifier.predict(np.stack(received)) == labels))}
 
@@ -138,7 +141,12 @@ def ideal_awgn_points(codec, images, snr_db: float, mean_image=None, rate_index:
             rx_snr = snr_db if fade_power is None else snr_db + 10 * np.log10(max(float(fade_power[i]), 1e-12))
             noise = (rng.standard_normal(symbols.size) + 1j * rng.standard_normal(symbols.size)) \
                 * np.sqrt(10 ** (-rx_snr / 10) / 2)
-            decoded = codec.decode((symbols + noise).astype(np.complex64), *image.shape[:2], rx_snr, rate_index)
+            received = (symbols + noise).astype(np.complex64)
+            if codec.regenerates:        # SPIC: its own diffusion decoder, once per step count
+                outputs = {k: codec.decode(received, *image.shape[:2], rx_snr, rate_index, steps=k, seed=i)
+                           for k in scores}
+            else:
+                decoded = codec.decode(received, *image.shape[:2], rx_snr, rate_index)
         except (ValueError, CodecError):
             lost += 1
             p, m = _lost_scores(image, mean_image)
@@ -148,7 +156,7 @@ def ideal_awgn_points(codec, images, snr_db: float, mean_image=None, rate_index:
                 score["received"].append(mean_image)
             continue
         for steps, score in scores.items():
-            out = decoded
+            out = outputs[steps] if codec.regenerates else decoded
             if refiner is not None and steps:
                 start = time.perf_counter()
                 out = refiner.refine(decoded, rx_snr, steps, seed=i)
@@ -171,11 +179,12 @@ def ideal_awgn_points(codec, images, snr_db: float, mean_image=None, rate_index:
 REFINER_SUFFIX = "+refiner"
 
 
-def _codec_and_refiner(name):
-    """'swinjscc' -> (codec, None); 'swinjscc+refiner' -> (codec, the refiner trained on swinjscc)."""
+def _codec_and_refiner(name, options=None):
+    """'swinjscc' -> (codec, None); 'swinjscc+refiner' -> (codec, the refiner trained on swinjscc).
+    options: a digital codec's (cbr)."""
     from ..core.refiner import refiner_for
     base = name[:-len(REFINER_SUFFIX)] if name.endswith(REFINER_SUFFIX) else name
-    codec = make_codec(base)
+    codec = make_codec(base, options=options)
     if base == name:
         return codec, None
     refiner = refiner_for(base)

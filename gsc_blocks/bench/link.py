@@ -10,6 +10,7 @@ from ..core.codec import DIGITAL
 from ..core.images import load_image
 from ..core.models import CodecError
 from ..core.report import account, summarize
+from .camvid import SegmentationJudge, camvid_files
 from .common import (DEFAULT_DATA, REFINER_SUFFIX, _accuracy, _check_refine_steps, _codec_and_refiner, _lost_scores,
                      dataset_files, ideal_awgn_point, load_setup, mean_image_of, models_of, provenance, write_json)
 
@@ -52,7 +53,7 @@ def _series(codecs, mcs_policies, cbrs, refine_steps=(1,)):
     curve per MCS policy, an analog codec with several rates one per CBR (its full rate by
     default), a '<codec>+refiner' one per number of refinement steps."""
     for name, codec in codecs.items():
-        steps_list = refine_steps if name.endswith(REFINER_SUFFIX) else (0,)
+        steps_list = refine_steps if name.endswith(REFINER_SUFFIX) or codec.regenerates else (0,)
         for steps in steps_list:
             if codec.family == DIGITAL:
                 for policy in mcs_policies:
@@ -70,7 +71,8 @@ def bench_link(codec_name="deepjscc", snrs=(0, 5, 10, 15, 20), n_images=200, dat
     """codec_name: one codec or several, comma-separated ('deepjscc,separation').
     mcs (separation only): 'oracle' (best MCS per SNR on the ideal channel), an MCS name or
     index, or several comma-separated, each its own curve.
-    cbr (successive-refinement codecs only): CBRs like '1/24,1/12,1/6', each its own curve.
+    cbr (successive-refinement codecs only): CBRs like '1/24,1/12,1/6', each its own curve; with
+    one CBR, the digital codecs fill the same channel uses.
     fading: 'none' or 'rayleigh' (block fading, one Rayleigh gain per image, the same gains
     on the ideal channel and over the link). dataset: cifar10 (test) or kodak.
     '<codec>+refiner' adds the diffusion refiner after the decoder, refine_steps ('1,4') DDIM
@@ -80,7 +82,8 @@ def bench_link(codec_name="deepjscc", snrs=(0, 5, 10, 15, 20), n_images=200, dat
     if fading not in ("none", "rayleigh"):
         raise ValueError(f"--fading {fading!r}: expected none or rayleigh")
     data_dir = Path(data_dir or DEFAULT_DATA)
-    files = dataset_files(dataset, data_dir, n_images)
+    files = camvid_files(data_dir, n_images, work_dir) if dataset == "camvid" else \
+        dataset_files(dataset, data_dir, n_images)
     images = [load_image(f) for f in files]
     mean_image = mean_image_of(images)
     fade_power = None
@@ -89,7 +92,11 @@ def bench_link(codec_name="deepjscc", snrs=(0, 5, 10, 15, 20), n_images=200, dat
     names = [n.strip() for n in codec_name.split(",") if n.strip()]
     policies = [m.strip() for m in str(mcs).split(",") if m.strip()]
     cbrs = [c.strip() for c in str(cbr or "").split(",") if c.strip()]
-    pairs = {name: _codec_and_refiner(name) for name in names}
+    digital_cbr = None
+    if len(cbrs) == 1:              # digital codecs fill the channel uses of the analog codecs' one CBR
+        from ..core.codec import cbr_fraction
+        digital_cbr = float(cbr_fraction(cbrs[0]))
+    pairs = {name: _codec_and_refiner(name, {"cbr": digital_cbr} if digital_cbr else None) for name in names}
     codecs = {name: pair[0] for name, pair in pairs.items()}
     steps_list = [int(k) for k in str(refine_steps).split(",") if k.strip()]
     for name, (_, refiner) in pairs.items():
@@ -108,16 +115,22 @@ def bench_link(codec_name="deepjscc", snrs=(0, 5, 10, 15, 20), n_images=200, dat
         classifier = Classifier()
         judge = (classifier, np.array([classifier.label_index(cifar_label(f)) for f in files]))
         accuracy_original = _accuracy(judge, images)["accuracy"]
+    elif dataset == "camvid":
+        judge = classifier = SegmentationJudge(files)
+        accuracy_original = judge(images)
     series = list(_series(codecs, policies, cbrs, steps_list))
     first = codecs[names[0]]
     used = [c for pair in pairs.values() for c in pair] + [classifier]
     result = {"provenance": provenance(command, load_setup(config), models_of(*used)),
               "codec": codec_name,
-              "cbr": first.cbr_at(first.rate_index_for(cbrs[0]) if cbrs and first.rate_count > 1 else 0),
+              "cbr": first.cbr if first.family == DIGITAL else
+              first.cbr_at(first.rate_index_for(cbrs[0]) if cbrs and first.rate_count > 1 else 0),
               "dataset": f"CIFAR-10 test (first {len(files)} images)" if dataset == "cifar10"
+              else f"CamVid test ({len(files)} frames at 256x192)" if dataset == "camvid"
               else f"Kodak ({len(files)} images, 768x512 and 512x768)",
               "n_images": len(files), "fading": fading, "points": [],
-              "classifier": "cifar_classifier (models/cifar_classifier/card.md)" if judge else None,
+              "classifier": "cifar_classifier (models/cifar_classifier/card.md)" if dataset == "cifar10" else
+              "camvid_segmenter and camvid_segmenter_b: mIoU against the ground truth" if judge else None,
               "accuracy_original": accuracy_original,
               "notes": "ofdm_zmq: TX and RX as two processes over ZMQ on 127.0.0.1, gr-channels AWGN at the "
                        "per-carrier SNR; snr_est_db is the receiver's preamble estimate; a lost image counts "
@@ -127,7 +140,9 @@ def bench_link(codec_name="deepjscc", snrs=(0, 5, 10, 15, 20), n_images=200, dat
                        "accuracy_original: on the originals; fading rayleigh: block fading, one CN(0,1) gain per "
                        "image (seeded by channel.seed), the encoder conditioned on the mean SNR, the decoder on "
                        "the image's SNR (its true value on the ideal channel, the receiver's estimate over the "
-                       "link)"}
+                       "link); camvid: miou and miou_second are the two segmenters' mIoU on the received frames, "
+                       "accuracy_original theirs on the originals; spic's refine_steps are its regeneration "
+                       "steps"}
     summaries = []
     bar = tqdm(total=2 * len(snrs) * len(series), desc="bench link", unit="point")
     for snr in snrs:
@@ -137,6 +152,8 @@ def bench_link(codec_name="deepjscc", snrs=(0, 5, 10, 15, 20), n_images=200, dat
             overrides, rate = [f"codec.name={codec.name}", f"codec.refine_steps={steps}"], 0
             if fading != "none":
                 overrides.append("channel.fading=rayleigh_block")
+            if codec.family == DIGITAL:
+                overrides.append(f"codec.digital_cbr={codec.cbr!r}")
             if policy is not None:
                 if policy == "oracle":
                     rate = oracle_mcs(codec, images, float(snr), mean_image, fade_power=fade_power)
@@ -196,7 +213,8 @@ def plot_link(result, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     groups = sorted({p["groups"] for p in result["points"] if p.get("groups")})
-    fig, axes = plt.subplots(1, 3 if len(groups) > 1 else 2, figsize=(15 if len(groups) > 1 else 10, 4))
+    third = len(groups) > 1 or any("miou" in p for p in result["points"])
+    fig, axes = plt.subplots(1, 3 if third else 2, figsize=(15 if third else 10, 4))
     curves = {}
     for p in result["points"]:
         curves.setdefault(_curve_label(p), []).append(p)
@@ -205,11 +223,17 @@ def plot_link(result, path):
         snr = [p["snr_db"] for p in pts]
         axes[0].plot(snr, [p["psnr_db"] for p in pts], style, label=label)
         axes[1].plot(snr, [p["ms_ssim"] for p in pts], style, label=label)
+        if "miou" in pts[0]:
+            axes[2].plot(snr, [p["miou"] for p in pts], style, label=label)
     axes[0].set_ylabel("PSNR (dB)")
     axes[1].set_ylabel("MS-SSIM")
     for ax in axes[:2]:
         ax.set_xlabel("SNR (dB)")
-    if len(groups) > 1:
+    if any("miou" in p for p in result["points"]):
+        axes[2].set_xlabel("SNR (dB)")
+        axes[2].set_ylabel("mIoU (camvid_segmenter)")
+        axes[2].axhline(result["accuracy_original"]["miou"], color="k", ls="--", lw=0.8)
+    elif len(groups) > 1:
         # successive refinement: PSNR against the symbol groups received, one line per SNR and channel
         lines = {}
         for p in result["points"]:
@@ -241,7 +265,8 @@ def format_link_table(result) -> str:
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for p in result["points"]:
         est = f"{p['snr_est_db']:.2f}" if p.get("snr_est_db") is not None else "-"
-        acc = "-" if p.get("accuracy") is None else f"{p['accuracy']:.3f}"
+        acc = f"{p['accuracy']:.3f}" if p.get("accuracy") is not None else \
+            f"mIoU {p['miou']:.3f}" if p.get("miou") is not None else "-"
         mcs = f"{p['mcs']} ({p['mcs_policy']}, {p['payload_bytes']} B)" if p.get("mcs") else \
             f"CBR {p['cbr']} ({p['groups']} groups)" if p.get("groups") else "-"
         steps = f"{p.get('refine_steps', 0)}" + (f" ({p['refine_ms_p50']:.0f} ms)" if p.get("refine_ms_p50") else "")

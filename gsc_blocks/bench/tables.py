@@ -21,7 +21,10 @@ PAGES = {
                                "receiver's rate"),
     "control": ("bench control", "the closed loop over the link under an SNR trace, per policy"),
     "calibrate": ("bench calibrate", "the controller's calibration tables, at three of their SNRs"),
+    "codec": ("bench codec", "CamVid codecs, bits only: bits per pixel against the segmenters' mIoU, PSNR, "
+                             "MS-SSIM and the segmenter-feature Frechet distance"),
 }
+SELECTED = ("SignSymbol", "Pole", "Pedestrian", "Bicyclist")     # C-SPIC's default classes
 
 
 def _load(path: Path) -> dict:
@@ -46,9 +49,11 @@ def _number(value, digits=2) -> str:
 
 def link_section(name: str, result: dict) -> list[str]:
     t = result.get("throughput") or {}
+    original = result.get("accuracy_original")
     lines = [f"## {name}", "", f"{result['dataset']}, fading {result['fading']}"
-             + (f"; classifier accuracy on the originals {result['accuracy_original']:.3f}"
-                if result.get("accuracy_original") is not None else "") + ".", ""]
+             + (f"; mIoU on the originals {original['miou']:.3f} (second segmenter {original['miou_second']:.3f})"
+                if isinstance(original, dict) else
+                f"; classifier accuracy on the originals {original:.3f}" if original is not None else "") + ".", ""]
     lines += _provenance_lines(result) + [""]
     lines += [format_link_table(result), ""]
     if t:
@@ -121,6 +126,34 @@ def calibrate_section(name: str, table: dict, snrs=(0.0, 10.0, 20.0)) -> list[st
     return lines + [""]
 
 
+def _selected_mean(class_iou: dict) -> float:
+    values = [class_iou[c] for c in SELECTED if class_iou.get(c) is not None]
+    return sum(values) / len(values) if values else float("nan")
+
+
+def codec_section(name: str, result: dict) -> list[str]:
+    o = result["original"]
+    h, w = result["resolution"]
+    lines = [f"## {name}", "",
+             f"CamVid test, {result['n_images']} frames at {w}x{h}. Originals: mIoU {o['miou']:.4f} "
+             f"(second segmenter {o['miou_second']:.4f}), mean IoU over {', '.join(SELECTED)} "
+             f"{_selected_mean(o['class_iou']):.4f}.", "", *_provenance_lines(result), "",
+             "| codec | rate | steps | bpp | extra bpp | mIoU | mIoU (2nd) | selected classes IoU | PSNR (dB) | "
+             "MS-SSIM | FSD | encode ms | decode ms |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for entry in result["codecs"]:
+        for p in entry["points"]:
+            rate = p.get("level") or (f"{p['bpp_target']} bpp target" if "bpp_target" in p else
+                                      f"setting {p.get('setting', p['rate_index'])}")
+            lines.append(f"| {entry['codec']} | {rate} | {p.get('steps', '-')} | {p['bpp']:.4f} | "
+                         f"{_number(p.get('extra_bpp'), 4)} | {p['miou']:.4f} | {p['miou_second']:.4f} | "
+                         f"{_selected_mean(p['class_iou']):.4f} | {p['psnr_db']:.2f} | {p['ms_ssim']:.4f} | "
+                         f"{p['fsd']:.3f} | {p['encode_ms']:.1f} | {p['decode_ms']:.1f} |")
+    lines += ["", "Selected classes: " + ", ".join(SELECTED) + " (C-SPIC's default); FSD: this project's "
+              "segmenter-feature Frechet distance (camvid_segmenter's bottleneck), not FID.", ""]
+    return lines
+
+
 def _page(kind: str, sections: list[str], sources: str) -> str:
     title, what = PAGES[kind]
     head = [f"# Results: {title}", "", f"{what[0].upper() + what[1:]}.",
@@ -162,7 +195,8 @@ def _with_plot(lines: list[str], repo: Path, kind: str, name: str) -> list[str]:
 def generate(repo: Path = REPO) -> dict[Path, str]:
     """{path relative to the repo: text} of every generated file."""
     out = {}
-    for kind, section in (("link", link_section), ("frames", frames_section), ("control", control_section)):
+    for kind, section in (("link", link_section), ("frames", frames_section), ("control", control_section),
+                          ("codec", codec_section)):
         files = sorted((repo / "results" / kind).glob("*.json"))
         sections = [line for f in files for line in _with_plot(section(f.stem, _load(f)), repo, kind, f.stem)]
         if not files:
