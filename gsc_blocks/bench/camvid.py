@@ -60,9 +60,8 @@ def camvid_files(data_dir, count, work_dir):
     files = []
     for image, label, name in zip(images, labels, names):
         files.append(folder / f"{name}.png")
-        if not files[-1].exists():
-            Image.fromarray(image).save(files[-1])
-            Image.fromarray(label).save(folder / "labels" / f"{name}.png")
+        Image.fromarray(image).save(files[-1])
+        Image.fromarray(label).save(folder / "labels" / f"{name}.png")
     return files
 
 

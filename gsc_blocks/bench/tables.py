@@ -150,7 +150,10 @@ def codec_section(name: str, result: dict) -> list[str]:
                          f"{_selected_mean(p['class_iou']):.4f} | {p['psnr_db']:.2f} | {p['ms_ssim']:.4f} | "
                          f"{p['fsd']:.3f} | {p['encode_ms']:.1f} | {p['decode_ms']:.1f} |")
     lines += ["", "Selected classes: " + ", ".join(SELECTED) + " (C-SPIC's default); FSD: this project's "
-              "segmenter-feature Frechet distance (camvid_segmenter's bottleneck), not FID.", ""]
+              "segmenter-feature Frechet distance (camvid_segmenter's bottleneck), not FID. encode ms: "
+              "per frame; a SPIC codec's first level includes its segmentation, later levels reuse the map. "
+              "Classical codecs with a bpp target: the best quality that fits it per frame (quality 0 where "
+              "none fits).", ""]
     return lines
 
 
