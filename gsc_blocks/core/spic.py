@@ -204,7 +204,7 @@ class SpicCodec(DigitalCodec):
     Args:
         level: '' (each image: the highest level whose payload fits the MCS's bytes) or a level
             index into LEVELS ('spic-3').
-        steps: DDIM steps when the frame header asks for none (the decoder block passes the header's).
+    The decoder block passes the frame header's refine_steps to decode as the DDIM steps.
     """
 
     name = "spic"
@@ -275,6 +275,13 @@ class SpicCodec(DigitalCodec):
             self._maps[key] = self.segmenter.predict(image)[0]
         return self._maps[key]
 
+    def _map_stream(self, image, labels, factor: int) -> bytes:
+        """The coded map at one map factor, once per image (levels share the three factors)."""
+        key = (self._key(image), factor)
+        if key not in self._maps:
+            self._maps[key] = encode_labels(map_at(labels, factor), len(self.class_names))
+        return self._maps[key]
+
     # --- payload -------------------------------------------------------------
     def class_streams(self, image, labels, base, level: Level) -> list[tuple[int, bytes]]:
         return []
@@ -297,7 +304,7 @@ class SpicCodec(DigitalCodec):
         h, w = image.shape[:2]
         level = LEVELS[level_index]
         labels = self.semantic_map(image)
-        map_data = encode_labels(map_at(labels, level.map_factor), len(self.class_names))
+        map_data = self._map_stream(image, labels, level.map_factor)
         coarse_data = coarse_stream(image, level)
         classes = self.class_streams(image, labels, upsampled_coarse(coarse_data, h, w, level), level) \
             if self.classes else []
