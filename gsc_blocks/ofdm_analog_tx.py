@@ -87,7 +87,8 @@ class tail_flusher(gr.basic_block):
         gr.basic_block.__init__(self, name="gsc_tail_flusher", in_sig=[np.complex64], out_sig=[np.complex64])
         self.set_tag_propagation_policy(gr.TPP_DONT)
         self.pending = 0
-        self.passed = 0
+        self.passed = 0          # frame samples passed through
+        self.frames_end = 0      # output offset just after the last frame sample passed
         self.release_after = 0
         self.lock = threading.Lock()
         self.message_port_register_in(pmt.intern("flush"))
@@ -121,6 +122,7 @@ class tail_flusher(gr.basic_block):
                 self.add_item_tag(0, tag.offset + shift, tag.key, tag.value, tag.srcid)
             self.consume(0, n)
             self.passed += n
+            self.frames_end = self.nitems_written(0) + n
             return n
         with self.lock:
             if self.pending and self.passed >= self.release_after:

@@ -114,3 +114,13 @@ def test_tx_and_rx_as_two_processes_deliver_every_image(tmp_path):
         assert stats["ended"] == "end_of_stream" and stats["images_decoded"] == len(images)
         sent = [json.loads(line) for line in (tmp_path / "tx" / "tx_manifest.jsonl").read_text().splitlines()]
         assert [r["status"] for r in sent] == ["sent"] * len(images)
+
+
+def test_tx_without_a_receiver_stops_with_the_frame_samples_it_could_not_send(tmp_path):
+    """No receiver on the socket: the radio sink takes nothing, and tx says so and exits 1."""
+    tx = gsc("tx", "--config", CONFIG, "--set", "zmq.address=tcp://127.0.0.1:5593", "--out", tmp_path,
+             "--images", SAMPLES / "cifar_0_cat.png", "--stall-seconds", 3, timeout=180)
+    assert tx.returncode == 1, tx.stdout + tx.stderr
+    assert "frame samples unsent: is a receiver reading" in tx.stderr
+    assert "the receiver stopped reading" in tx.stdout
+    assert json.loads((tmp_path / "tx_stats.json").read_text())["stream"] == "stalled"

@@ -88,8 +88,6 @@ def _wait_sent(top, deadline, linger_s, stall_s) -> str:
     # The emulated channel's filters hold a few samples back: allow one OFDM symbol (a
     # frame's last symbol is a guard symbol).
     held = top.tx.numerology.symbol_len
-    # every frame with the idle zeros a closed loop puts after each
-    frames_and_idle = top.builder.samples_queued + top.builder.frames_built * top.builder.idle_zeros
     last, last_change = -1, time.time()
     while time.time() < deadline:
         produced = top.tx.flusher.nitems_written(0)
@@ -98,11 +96,15 @@ def _wait_sent(top, deadline, linger_s, stall_s) -> str:
             return "complete"
         if taken != last:
             last, last_change = taken, time.time()
-        frames_out = taken >= frames_and_idle
+        # Every frame sample is out once the flusher passed them all and the sink took
+        # the stream up to the last one; zeros after it (a closed loop's idle zeros, the
+        # tail) need not reach a receiver that left at the end-of-stream frame.
+        frames_out = top.tx.flusher.passed >= top.builder.samples_queued and taken >= top.tx.flusher.frames_end
         if time.time() - last_change > (linger_s if frames_out else stall_s):
             if not frames_out:
+                unsent = top.builder.samples_queued - top.tx.flusher.passed + max(0, top.tx.flusher.frames_end - taken)
                 print(f"gsc tx: error: the radio sink took no samples for {stall_s:g} s with "
-                      f"{frames_and_idle - taken + held} frame samples unsent: is a receiver reading "
+                      f"{unsent} frame samples unsent: is a receiver reading "
                       "(scripts/gsc rx with the same zmq.address)?", file=sys.stderr, flush=True)
                 return "stalled"
             return "receiver_closed"
