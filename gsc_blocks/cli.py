@@ -155,7 +155,7 @@ class Parser(argparse.ArgumentParser):
 
 
 PASS_THROUGH = {"train": "train", "export": "export", "train-refiner": "train_refiner",
-                "train-segmenter": "train_segmenter", "train-spic": "train_spic"}
+                "train-segmenter": "train_segmenter", "train-spic": "train_spic", "train-sqgan": "train_sqgan"}
 
 
 def build_parser() -> Parser:
@@ -192,7 +192,7 @@ def build_parser() -> Parser:
     b.add_argument("--bpp", default=None, help="codec: classical codecs at these bits per pixel (comma-separated; "
                                                "default: a sweep of their quality settings)")
     b.add_argument("--levels", action="append", default=[],
-                   help="codec: spic/cspic levels, comma-separated (default all); 'cspic=2,3,4' for one codec "
+                   help="codec: spic/cspic/sqgan levels, comma-separated (default all); 'cspic=2,3,4' for one codec "
                         "(repeatable)")
     b.add_argument("--snr", default=None, help="link: channel SNRs (default 0,5,10,15,20); frames: "
                    "(default -6,-5,-4,-3,-2,-1,0,2)")

@@ -40,6 +40,7 @@ def one_line_error(result):
     ("train-refiner", ["--codecs", "--epochs", "--export"]),
     ("train-segmenter", ["--width", "--seed", "--epochs", "--out"]),
     ("train-spic", ["--channels", "--seg-weight", "--minutes", "--export"]),
+    ("train-sqgan", ["--codes", "--map-codes", "--random-fraction", "--gan-start", "--export"]),
     ("bench", ["--codec", "--snr", "--json"]),
 ])
 def test_help_lists_the_options(command, options):

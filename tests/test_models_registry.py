@@ -13,7 +13,8 @@ SHIPPED = sorted(p.parent for p in (Path(__file__).resolve().parents[1] / "model
 def test_every_shipped_model_is_registered_and_kinds_are_known():
     assert {folder.name for folder in SHIPPED} <= set(MODELS)
     assert names("codec") == ["deepjscc", "deepjscc_sr", "swinjscc"]
-    assert {spec.kind for spec in MODELS.values()} == {"codec", "refiner", "classifier", "segmenter", "superres"}
+    assert {spec.kind for spec in MODELS.values()} == {"codec", "refiner", "classifier", "segmenter", "superres",
+                                                            "sqgan"}
 
 
 @pytest.mark.parametrize("folder", SHIPPED, ids=lambda f: f.name)
@@ -28,8 +29,10 @@ def test_registry_facts_match_the_shipped_card(folder):
         assert spec.successive == ("successive_refinement" in card)
     if spec.kind in ("refiner", "superres"):
         assert spec.size_multiple == card["diffusion"]["size_multiple"]
-    if spec.kind == "segmenter":
+    if spec.kind in ("segmenter", "sqgan"):
         assert spec.size_multiple == card["size_multiple"]
+    if spec.kind == "sqgan":
+        assert spec.downsample == card["downsample"]
     model = load_weights_npz(card["name"], folder)       # strict: every tensor of the class, no more
     assert isinstance(model, spec.build) and model.config == card["config"]
     assert sum(p.numel() for p in model.parameters()) == card["parameters"]

@@ -19,7 +19,7 @@ MODELS_DIR = Path(__file__).resolve().parents[1]
 # the runtime module that reads each kind of card and refuses a file whose SHA-256 differs
 RUNTIME = {"codec": "gsc_blocks.core.codec", "refiner": "gsc_blocks.core.refiner",
            "classifier": "gsc_blocks.core.semantic", "segmenter": "gsc_blocks.core.segmentation",
-           "superres": "gsc_blocks.core.spic"}
+           "superres": "gsc_blocks.core.spic", "sqgan": "gsc_blocks.core.sqgan"}
 
 
 def sha256_file(path: Path) -> str:

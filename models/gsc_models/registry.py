@@ -13,13 +13,14 @@ from .cifar_classifier import CifarClassifier
 from .refiner import Denoiser
 from .segmenter import STRIDE as SEGMENTER_STRIDE, Segmenter
 from .spic import SIZE_MULTIPLE as SPIC_SIZE_MULTIPLE, SpadeDenoiser
+from .sqgan import DOWNSAMPLE as SQGAN_DOWNSAMPLE, SQGAN
 
 
 @dataclass(frozen=True)
 class ModelSpec:
     build: type[nn.Module]      # called with the card's "config" as keyword arguments
     kind: str                   # "codec" (JSCC encoder + decoder), "refiner", "classifier", "segmenter" or
-                                # "superres" (SPIC's receiver)
+                                # "superres" (SPIC's receiver) or "sqgan"
     architecture: str           # the card's text; "{config}" stands for the model's config
     codec_id: int | None = None          # the codec id the frame header carries (codecs only)
     successive: bool = False             # trained with random symbol-group truncation: one model, every CBR
@@ -54,6 +55,12 @@ MODELS = {
                          "blocks in the encoder, SPADE GroupNorm from the label map in the middle and decoder, "
                          "FiLM on time), v-prediction on the scaled residual to the upsampled coarse image, "
                          "cosine schedule, DDIM sampling", size_multiple=SPIC_SIZE_MULTIPLE),
+    "sqgan": ModelSpec(SQGAN, "sqgan",
+                       "SQ-GAN {config}: conv encoder (/16) with SAMM relevance scores (SPADE from the label map, "
+                       "sigmoid), EMA vector quantizer; label-map VQ branch (/16) with its own codebook and "
+                       "decoder; ADM (mask token, SPADE residual blocks, mask-weighted self-attention); SPADE "
+                       "residual decoder (nearest upsampling); trained with a PatchGAN",
+                       downsample=SQGAN_DOWNSAMPLE, size_multiple=SQGAN_DOWNSAMPLE),
     "camvid_segmenter": ModelSpec(Segmenter, "segmenter", _SEGMENTER, size_multiple=SEGMENTER_STRIDE),
     "camvid_segmenter_b": ModelSpec(Segmenter, "segmenter", _SEGMENTER, size_multiple=SEGMENTER_STRIDE),
 }

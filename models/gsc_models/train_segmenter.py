@@ -21,7 +21,8 @@ from torch import nn
 from tqdm import tqdm
 
 from .camvid import CLASSES, VOID, WORKING_SIZE, class_iou, class_weights, confusion, load_camvid
-from .cards import data_line, file_entry, git_commit, load_weights_npz, model_facts, weights_entry, write_card
+from .cards import MODELS_DIR, data_line, file_entry, git_commit, load_weights_npz, model_facts, weights_entry, \
+    write_card
 from .data import datasets_root, manifest_sha256
 from .registry import MODELS
 from .segmenter import STRIDE, WithFeatures
@@ -51,6 +52,76 @@ def predict(model, images: torch.Tensor, batch: int = 8) -> np.ndarray:
     model.eval()
     return np.concatenate([model(images[i:i + batch]).argmax(1).numpy().astype(np.uint8)
                            for i in range(0, len(images), batch)])
+
+
+class MapConditionedRun:
+    """What a training conditioned on the shipped segmenter's maps starts from (SPIC's and SQ-GAN's):
+    seeds and threads set, the output folder made, CamVid train (--limit) and the first --eval-images
+    val frames, the frozen segmenter, its maps of the training frames (the maps a transmitter sends)
+    and the log's header. end_epoch logs an epoch, saves the checkpoint and says when --minutes is up."""
+
+    def __init__(self, module: str, args, segmenter_name: str):
+        torch.manual_seed(args.seed)
+        torch.set_num_threads(args.threads)
+        self.args, self.out = args, Path(args.out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.root = datasets_root(args.data)
+        self.train_u8, _, _ = load_camvid("train", self.root)
+        if args.limit:
+            self.train_u8 = self.train_u8[:args.limit]
+        val_u8, val_y, _ = load_camvid("val", self.root)
+        self.val_u8, self.val_y = val_u8[:args.eval_images], val_y[:args.eval_images]
+        self.segmenter = load_weights_npz(segmenter_name, MODELS_DIR / segmenter_name).requires_grad_(False)
+        self.x = to_tensor(self.train_u8)
+        self.sent = predict(self.segmenter, self.x)
+        self.val_maps = predict(self.segmenter, to_tensor(self.val_u8))
+        card = json.loads((MODELS_DIR / segmenter_name / "card.json").read_text())
+        self.log = {"args": vars(args), "command": f"python -m gsc_models.{module} " + " ".join(
+            shlex.quote(a) for a in sys.argv[1:]), "data_manifest_sha256": manifest_sha256(self.root),
+            "segmenter_weights_sha256": card["files"]["weights"]["sha256"], "n_train": len(self.x), "epochs": []}
+        self.start = time.time()
+
+    def minutes(self) -> float:
+        return round((time.time() - self.start) / 60, 2)
+
+    def end_epoch(self, entry: dict, checkpoint: dict) -> bool:
+        """Log the epoch, save the checkpoint and the log; True once --minutes is reached."""
+        self.log["epochs"].append(entry)
+        print(json.dumps(entry), flush=True)
+        torch.save(checkpoint, self.out / "checkpoint.pt")
+        (self.out / "train_log.json").write_text(json.dumps(self.log, indent=1))
+        if self.args.minutes and entry["minutes"] >= self.args.minutes:
+            print(f"stopping after epoch {entry['epoch']}: --minutes {self.args.minutes} reached", flush=True)
+            return True
+        return False
+
+
+def add_run_options(p, minutes=True):
+    """The options MapConditionedRun and test_frames read (and --export / --train-command)."""
+    if minutes:
+        p.add_argument("--minutes", type=float, default=0, help="stop after the epoch that passes this many minutes")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--crop", type=int, nargs=2, default=[96, 128], metavar=("H", "W"))
+    p.add_argument("--eval-every", type=int, default=5)
+    p.add_argument("--eval-images", type=int, default=24)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--data", default=None)
+    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--out", required=True)
+    p.add_argument("--export", default=None, help="checkpoint to export to ONNX + card into --out")
+    p.add_argument("--train-command", default="", help="with --export: the exact command that trained it")
+
+
+def test_frames(args, segmenter_name: str):
+    """A card's eval set: the datasets root, the first --eval-images CamVid test frames and labels, the
+    segmenter, its maps of those frames and its mIoU on them (the originals')."""
+    root = datasets_root(args.data)
+    test_u8, test_y, _ = load_camvid("test", root)
+    test_u8, test_y = test_u8[:args.eval_images], test_y[:args.eval_images]
+    segmenter = load_weights_npz(segmenter_name, MODELS_DIR / segmenter_name)
+    maps = predict(segmenter, to_tensor(test_u8))
+    return root, test_u8, test_y, segmenter, maps, float(np.nanmean(class_iou(confusion(maps, test_y))))
 
 
 def evaluate(model, images: torch.Tensor, labels: np.ndarray) -> dict:

@@ -15,9 +15,6 @@ regenerated image keeps what the map says.
 """
 import argparse
 import json
-import shlex
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -25,16 +22,14 @@ import torch
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from .camvid import CLASSES, WORKING_SIZE, class_iou, confusion, load_camvid
-from .cards import MODELS_DIR, data_line, file_entry, load_weights_npz, model_facts, training_record, \
-    weights_entry, write_card
-from .data import datasets_root, manifest_sha256
+from .camvid import CLASSES, WORKING_SIZE, class_iou, confusion
+from .cards import data_line, file_entry, model_facts, training_record, weights_entry, write_card
 from .layers import ms_ssim
 from .refiner import COSINE_OFFSET, RESIDUAL_SCALE, alpha_sigma
 from .registry import MODELS
 from .spic import SIZE_MULTIPLE, coarse_image, ddim_sample, map_at, one_hot
 from .train import psnr_db, warmup_cosine
-from .train_segmenter import predict, to_tensor
+from .train_segmenter import MapConditionedRun, add_run_options, predict, test_frames, to_tensor
 
 NAME = "spic_sr"
 SEGMENTER = "camvid_segmenter"
@@ -114,33 +109,17 @@ def evaluate(model, segmenter, images_u8, truth, coarse_u8, maps, steps_list=EVA
 
 
 def train(args):
-    torch.manual_seed(args.seed)
-    torch.set_num_threads(args.threads)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    root = datasets_root(args.data)
-    train_u8, _, _ = load_camvid("train", root)
-    val_u8, val_y, _ = load_camvid("val", root)
-    if args.limit:
-        train_u8 = train_u8[:args.limit]
-    val_u8, val_y = val_u8[:args.eval_images], val_y[:args.eval_images]
-    segmenter = load_weights_npz(SEGMENTER, MODELS_DIR / SEGMENTER).requires_grad_(False)
-    x = to_tensor(train_u8)
-    sent = predict(segmenter, x)
-    maps = torch.from_numpy(np.stack([map_at(sent, f) for f in MAP_FACTORS]))
-    coarse = torch.from_numpy(degraded(train_u8)).permute(0, 1, 4, 2, 3).contiguous()   # uint8 [S,N,3,H,W]
-    val_coarse, val_maps = degraded(val_u8), predict(segmenter, to_tensor(val_u8))
+    run = MapConditionedRun("train_spic", args, SEGMENTER)
+    x, segmenter = run.x, run.segmenter
+    maps = torch.from_numpy(np.stack([map_at(run.sent, f) for f in MAP_FACTORS]))
+    coarse = torch.from_numpy(degraded(run.train_u8)).permute(0, 1, 4, 2, 3).contiguous()   # uint8 [S,N,3,H,W]
+    val_coarse = degraded(run.val_u8)
     model = MODELS[NAME].build(channels=args.channels, hidden=args.hidden)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     per_epoch = len(x) // args.batch
     sched = warmup_cosine(opt, per_epoch * args.epochs, min(200, per_epoch * args.epochs // 4 + 1))
     gen = torch.Generator().manual_seed(args.seed)
-    log = {"args": vars(args), "command": "python -m gsc_models.train_spic " + " ".join(
-        shlex.quote(a) for a in sys.argv[1:]), "data_manifest_sha256": manifest_sha256(root),
-        "segmenter_weights_sha256": json.loads((MODELS_DIR / SEGMENTER / "card.json").read_text())[
-            "files"]["weights"]["sha256"],
-        "n_train": len(x), "params": sum(p.numel() for p in model.parameters()), "epochs": []}
-    start = time.time()
+    run.log["params"] = sum(p.numel() for p in model.parameters())
     for epoch in range(1, args.epochs + 1):
         sums = {}
         for xb, cb, lb in tqdm(batches(x, coarse, maps, args.batch, tuple(args.crop), gen), total=per_epoch,
@@ -153,16 +132,11 @@ def train(args):
             sched.step()
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0.0) + v.item() / per_epoch
-        entry = {"epoch": epoch, "minutes": round((time.time() - start) / 60, 2),
-                 "loss": {k: round(v, 5) for k, v in sums.items()}}
+        entry = {"epoch": epoch, "minutes": run.minutes(), "loss": {k: round(v, 5) for k, v in sums.items()}}
         if epoch % args.eval_every == 0 or epoch == args.epochs:
-            entry["val"] = evaluate(model, segmenter, val_u8, val_y, val_coarse, val_maps, steps_list=(0, 1, 4))
-        log["epochs"].append(entry)
-        print(json.dumps(entry), flush=True)
-        torch.save({"config": model.config, "state_dict": model.state_dict()}, out / "checkpoint.pt")
-        (out / "train_log.json").write_text(json.dumps(log, indent=1))
-        if args.minutes and entry["minutes"] >= args.minutes:
-            print(f"stopping after epoch {epoch}: --minutes {args.minutes} reached", flush=True)
+            entry["val"] = evaluate(model, segmenter, run.val_u8, run.val_y, val_coarse, run.val_maps,
+                                    steps_list=(0, 1, 4))
+        if run.end_epoch(entry, {"config": model.config, "state_dict": model.state_dict()}):
             break
     return 0
 
@@ -184,13 +158,8 @@ def export(args):
                       opset_version=17, dynamo=False)
     weights = weights_entry(model, out)
     log = json.loads((Path(args.export).parent / "train_log.json").read_text())
-    root = datasets_root(args.data)
-    test_u8, test_y, _ = load_camvid("test", root)
-    test_u8, test_y = test_u8[:args.eval_images], test_y[:args.eval_images]
-    segmenter = load_weights_npz(SEGMENTER, MODELS_DIR / SEGMENTER)
-    maps = predict(segmenter, to_tensor(test_u8))
+    root, test_u8, test_y, segmenter, maps, original = test_frames(args, SEGMENTER)
     table = evaluate(model, segmenter, test_u8, test_y, degraded(test_u8), maps)
-    original = float(np.nanmean(class_iou(confusion(maps, test_y))))
     card = {
         "name": NAME,
         "kind": spec.kind,
@@ -255,22 +224,11 @@ def main(argv=None):
     p.add_argument("--channels", type=int, default=32)
     p.add_argument("--hidden", type=int, default=16, help="channels of the label-map features SPADE reads")
     p.add_argument("--epochs", type=int, default=60)
-    p.add_argument("--minutes", type=float, default=0, help="stop after the epoch that passes this many minutes")
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--crop", type=int, nargs=2, default=[96, 128], metavar=("H", "W"))
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--ssim-weight", type=float, default=0.1)
     p.add_argument("--seg-weight", type=float, default=0.05)
     p.add_argument("--t1-fraction", type=float, default=0.25)
-    p.add_argument("--eval-every", type=int, default=5)
-    p.add_argument("--eval-images", type=int, default=24)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--data", default=None)
-    p.add_argument("--limit", type=int, default=None)
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--out", required=True)
-    p.add_argument("--export", default=None, help="checkpoint to export to ONNX + card into --out")
-    p.add_argument("--train-command", default="", help="with --export: the exact command that trained it")
+    add_run_options(p)
     args = p.parse_args(argv)
     return export(args) if args.export else train(args)
 
