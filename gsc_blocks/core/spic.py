@@ -24,7 +24,6 @@ with that reason. A damaged class stream only drops that class's refinement.
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import zlib
 from dataclasses import dataclass
@@ -32,9 +31,9 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from .digital import DigitalCodec
 from .labelmap import decode_labels, encode_labels
-from .models import CodecError, check_card, load_card
+from .mapcodec import SegmenterCodec
+from .models import CodecError
 from .refiner import DiffusionModel
 
 SPIC_SR = "spic_sr"
@@ -198,7 +197,7 @@ class SpicSR(DiffusionModel):
         return self.sample(coarse, steps, seed, lambda z, t, c: {"z_t": z, "coarse": c, "labels": one_hot, "t": t})
 
 
-class SpicCodec(DigitalCodec):
+class SpicCodec(SegmenterCodec):
     """SPIC on the digital pipeline; rate index = MCS.
 
     Args:
@@ -214,57 +213,21 @@ class SpicCodec(DigitalCodec):
     regenerates = True
     own_crcs = True
     classes: tuple = ()         # C-SPIC's class ids
+    model_name = SPIC_SR
+    model_class = SpicSR
 
     def __init__(self, level: str = "", cbr: float = 1 / 6, seed: int = 0x5E9, models_dir=None):
-        super().__init__(cbr, seed)
+        super().__init__(cbr, seed, models_dir)
         if level != "" and not (str(level).isdigit() and int(level) < len(LEVELS)):
             raise ValueError(f"level {level!r}: {self.name} levels are 0 to {len(LEVELS) - 1} "
                              f"({', '.join(lv.label for lv in LEVELS)}), or none to fit the MCS")
         self.fixed_level = int(level) if level != "" else None
-        self.models_dir = models_dir
-        card = check_card(load_card(SPIC_SR, models_dir), SpicSR.kind)
-        self.class_names = tuple(card["classes"])
-        self.segmenter_name = card["segmenter"]
-        self._segmenter = None
-        self._sr = None
         self._maps: dict = {}
         self._payloads: dict = {}
-        self._last = None
-        self.last_bits: dict = {}
-
-    @classmethod
-    def create(cls, variant: str, models_dir=None, options: dict | None = None) -> "SpicCodec":
-        return cls(variant, cbr=float((options or {}).get("cbr") or 1 / 6), models_dir=models_dir)
-
-    # --- models (each side opens only what it runs) --------------------------
-    @property
-    def segmenter(self):
-        if self._segmenter is None:
-            from .segmentation import Segmenter
-            self._segmenter = Segmenter(self.segmenter_name, self.models_dir)
-        return self._segmenter
-
-    @property
-    def sr(self) -> SpicSR:
-        if self._sr is None:
-            self._sr = SpicSR(SPIC_SR, self.models_dir)
-        return self._sr
-
-    def model_files(self) -> dict:
-        return {**self.segmenter.model_files(), **self.sr.model_files()}
 
     @staticmethod
     def level_label(level_index: int) -> str:
         return LEVELS[level_index].label
-
-    @property
-    def last_detail(self) -> str | None:
-        """The level of the last image encoded."""
-        return self._last
-
-    @staticmethod
-    def _key(image: np.ndarray) -> str:
-        return hashlib.sha1(image.tobytes()).hexdigest() + str(image.shape)
 
     def semantic_map(self, image: np.ndarray) -> np.ndarray:
         """The segmenter's map of the image (cached: a benchmark sends each image at several rates)."""
@@ -375,7 +338,7 @@ class SpicCodec(DigitalCodec):
                 coarse = apply_detail(coarse, region(full, class_id), detail)
             except (ValueError, OSError) as err:
                 notes.append(f"{what} detail does not decode ({err}): not refined")
-        out = self.sr.regenerate(coarse, full, steps, seed)
+        out = self.model.regenerate(coarse, full, steps, seed)
         self._last = f"level {head[0]} ({level.label})" + (f"; {'; '.join(notes)}" if notes else "")
         return out
 
