@@ -131,8 +131,11 @@ class Samm(nn.Module):
         self.norm = _Spade(channels, hidden, DOWNSAMPLE)
         self.head = nn.Sequential(nn.Conv2d(channels, channels, 3, 1, 1), nn.SiLU(), nn.Conv2d(channels, 1, 1))
 
+    def logits(self, features, seg):
+        return self.head(F.silu(self.norm(features, seg)))[:, 0]
+
     def forward(self, features, seg):
-        return torch.sigmoid(self.head(F.silu(self.norm(features, seg))))[:, 0]
+        return torch.sigmoid(self.logits(features, seg))
 
 
 class _MaskedAttention(nn.Module):

@@ -46,13 +46,14 @@ COMMITMENT = 0.25
 
 
 def payload_bits(height, width, fraction, config) -> int:
-    """Bits of one image's payload as the codec sends it: level byte, map indices, mask bits, kept
-    indices, two CRC-32 (gsc_blocks.core.sqgan packs each stream to whole bytes)."""
+    """Bits of one image's payload with the map indices packed: level byte, map length, map indices,
+    mask bits, kept indices, two CRC-32 (gsc_blocks.core.sqgan packs each stream to whole bytes). The
+    codec sends the context-coded map instead when that is smaller, so this is an upper bound."""
     grid = (height // DOWNSAMPLE) * (width // DOWNSAMPLE)
     map_bits = grid * math.ceil(math.log2(config["map_codes"]))
     kept = math.ceil(fraction * grid)
     image_bits = grid + kept * math.ceil(math.log2(config["codes"]))
-    return 8 + 8 * math.ceil(map_bits / 8) + 32 + 8 * math.ceil(image_bits / 8) + 32
+    return 8 + 16 + 8 * math.ceil(map_bits / 8) + 32 + 8 * math.ceil(image_bits / 8) + 32
 
 
 def random_mask(shape, fraction, generator=None) -> torch.Tensor:
@@ -207,7 +208,7 @@ def finetune_samm(args):
             err, mask = semantic_error(model, segmenter, xb, sb, weights, gen, 0.5)
             with torch.no_grad():
                 z_feat = model.encoder(2 * xb - 1)
-            scores = model.samm(z_feat, one_hot(sb))
+            logits = model.samm.logits(z_feat, one_hot(sb))   # the sigmoid saturates: fit the logits
             holes = (1 - mask).bool()
             loss = 0.0
             for i in range(len(xb)):
@@ -215,7 +216,7 @@ def finetune_samm(args):
                 if e.numel() < 2:
                     continue
                 target = e.argsort().argsort().float() / (e.numel() - 1)
-                loss = loss + F.binary_cross_entropy(scores[i][holes[i]], target)
+                loss = loss + F.binary_cross_entropy_with_logits(logits[i][holes[i]], target)
             loss = loss / len(xb)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -325,12 +326,14 @@ def export(args):
   LPIPS/VGG weights offline), the frozen `{SEGMENTER}`'s cross entropy, hinge PatchGAN, codebook commitment
   {COMMITMENT}; EMA codebooks (0.99) with dead-code restarts.
 - Label maps: `{SEGMENTER}` (weights.npz SHA-256 `{log['segmenter_weights_sha256'][:16]}...`).
-- Export: `python -m gsc_models.train_sqgan --export ../runs/sqgan/checkpoint.pt --out ../models/sqgan`
+- Export: `python -m gsc_models.train_sqgan --export {args.export} --out ../models/sqgan`
 
 ## Eval: {card['eval']['dataset']}
 
 mIoU by `{SEGMENTER}` against the ground truth; originals: {original:.4f}. bpp counts every payload
-bit (both streams, mask, level byte, CRCs). "map mIoU" scores the receiver's decoded map itself.
+bit (both streams, mask, level byte, map length, CRCs) with the map indices packed at
+{card['map_index_bits']} bits; the codec codes the map losslessly when that is smaller, so it sends at
+most this (`bench codec` reports what it sends). "map mIoU" scores the receiver's decoded map itself.
 
 | masking | kept fraction | bpp | PSNR (dB) | MS-SSIM | mIoU | map mIoU |
 | --- | --- | --- | --- | --- | --- | --- |
