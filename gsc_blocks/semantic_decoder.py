@@ -199,6 +199,8 @@ class semantic_decoder(background_worker, gr.basic_block):
             else:
                 pixels = codec.decode(image.symbols, int(meta["height"]), int(meta["width"]), image.snr_eff_db,
                                       int(meta.get("rate_index", 0)))
+                if getattr(codec, "own_crcs", False) and codec.last_detail:
+                    meta["codec_detail"] = codec.last_detail      # SQ-GAN: the level it decoded
                 if steps:
                     pixels = self._refine(codec.name, pixels, image.snr_eff_db, steps, meta)
             meta["decode_ms"] = (time.perf_counter() - start) * 1e3

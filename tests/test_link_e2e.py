@@ -145,3 +145,14 @@ def test_spic_and_cspic_over_the_link_and_a_damaged_payload_is_lost_with_its_rea
     rows = account(out)
     assert [r["status"] for r in rows] == ["lost"] * 2
     assert all("failed its CRC" in r["reason"] for r in rows), rows
+
+
+def test_sqgan_over_the_link(tmp_path):
+    """The committed CamVid frames over the real link with SQ-GAN at QPSK 1/2 and 15 dB: every frame
+    decoded, at the level that fits the MCS."""
+    frames = sorted((Path(__file__).resolve().parent / "data" / "camvid").glob("*.webp"))
+    out = run_link(CONFIG, frames, tmp_path / "sqgan", ["codec.name=sqgan", "codec.rate_index=3",
+                                                         "channel.snr_db=15"], timeout_s=180)
+    rows = account(out)
+    assert [r["status"] for r in rows] == ["decoded"] * 3, rows
+    assert all(r["psnr_db"] > 15.0 for r in rows)

@@ -29,8 +29,9 @@ from .common import DEFAULT_DATA, models_of, provenance, write_json
 
 WORKING_SIZE = (192, 256)
 # Pillow settings swept when no --bpp is given: WebP/AVIF quality, JPEG 2000 compression ratio
-CLASSICAL = {"webp": (0, 5, 15, 30, 50, 75), "avif": (0, 5, 15, 30, 50, 75), "jpeg2000": (400, 250, 150, 100, 60, 30)}
+CLASSICAL = {"webp": (0, 5, 15, 30, 50, 75), "avif": (0, 5, 15, 30, 50, 75), "jpeg2000": (2000, 400, 250, 150, 100, 60, 30)}
 SPIC_CODECS = ("spic", "cspic")
+SQGAN_CODECS = ("sqgan", "sqgan-random")
 
 
 def camvid_test(data_dir=None, count=None):
@@ -195,15 +196,18 @@ def spic_points(judge, name, levels, steps_list) -> list:
             recon, dec = [], []
             for i, payload in enumerate(payloads):
                 start = time.perf_counter()
-                recon.append(codec.decode_payload(payload, h, w, steps=steps, seed=i))
+                recon.append(codec.decode_payload(payload, h, w, steps=steps or 0, seed=i))
                 dec.append((time.perf_counter() - start) * 1e3)
-            more = {"rate_index": level, "level": codec.level_label(level), "steps": steps}
+            more = {"rate_index": level, "level": codec.level_label(level)}
+            if steps is not None:
+                more["steps"] = steps
             if codec.classes:
                 more["extra_bpp"] = round(float(np.mean(extra)) / (h * w), 5)
                 more["extra_bpp_per_class"] = {c: round(float(np.mean(v)) / (h * w), 5) for c, v in per_class.items()}
             point = judge.point(np.stack(recon), np.array(bits), enc, dec, **more)
             points.append(point)
-            print(f"{name} level {level} ({more['level']}), {steps} steps: {point['bpp']:.4f} bpp, "
+            print(f"{name} level {level} ({more['level']})" + (f", {steps} steps" if steps is not None else "")
+                  + f": {point['bpp']:.4f} bpp, "
                   f"mIoU {point['miou']:.3f}, PSNR {point['psnr_db']:.2f} dB, decode {point['decode_ms']:.0f} ms",
                   flush=True)
     return points, codec
@@ -223,10 +227,15 @@ def bench_codec(codecs, n_images=None, data_dir=None, json_path="out/bench_codec
             chosen = (levels or {}).get(name, (levels or {}).get("", range(len(LEVELS))))
             points, codec = spic_points(judge, name, chosen, steps_list)
             users.append(codec)
+        elif name in SQGAN_CODECS:
+            from ..core.sqgan import FRACTIONS
+            chosen = (levels or {}).get(name, (levels or {}).get("", range(len(FRACTIONS))))
+            points, codec = spic_points(judge, name, chosen, (None,))     # a GAN decoder: no steps
+            users.append(codec)
         elif name in CLASSICAL:
             points = classical_points(judge, name, bpp_targets)
         else:
-            raise ValueError(f"--codec {name!r}: bench codec takes {', '.join(SPIC_CODECS + tuple(CLASSICAL))}")
+            raise ValueError(f"--codec {name!r}: bench codec takes {', '.join(SPIC_CODECS + SQGAN_CODECS + tuple(CLASSICAL))}")
         result["codecs"].append({"codec": name, "points": points})
     prov = provenance(command, models=models_of(*users))
     result.update({"commit": prov["commit"], "command": prov["command"], "date": prov["date"],

@@ -37,10 +37,12 @@ SCHEMA = {
                               "frames: one preamble correlator per 0.2 spacing (0.1: one correlator)"},
     },
     "codec": {
-        "name": {"type": "str", "default": "deepjscc", "doc": "model folder under models/"},
+        "name": {"type": "str", "default": "deepjscc",
+                 "doc": "model folder under models/, or a digital codec: separation[-webp|-avif|-jpeg2000], "
+                        "spic[-LEVEL], cspic[-LEVEL], sqgan[-LEVEL], sqgan-random[-LEVEL]"},
         "rate_index": {**_num(0, 15, True), "default": 0,
                        "doc": "rate level of the codec: swinjscc and deepjscc_sr send 8 - rate_index of their 8 symbol groups "
-                              "(0: CBR 1/6, 4: 1/12, 6: 1/24); separation, spic, cspic: the MCS; deepjscc: 0 only"},
+                              "(0: CBR 1/6, 4: 1/12, 6: 1/24); separation, spic, cspic, sqgan: the MCS; deepjscc: 0 only"},
         "power_level": {**_num(0, 15, True), "default": 0, "doc": "transmit power level, 2 dB per step down"},
         "refine_steps": {**_num(0, 15, True), "default": 0,
                          "doc": "diffusion steps the header asks of the receiver: the refiner's (0: JSCC output "
@@ -49,7 +51,7 @@ SCHEMA = {
                            "doc": "SNR the encoder is conditioned on (channel state known at TX)"},
         "models_dir": {"type": "str", "default": "", "doc": "folder holding the model folders ('' = search path)"},
         "digital_cbr": {**_num(0.001, 1.0), "default": 1 / 6,
-                        "doc": "channel uses per pixel value of the digital codecs (separation, spic, cspic): "
+                        "doc": "channel uses per pixel value of the digital codecs (separation, spic, cspic, sqgan): "
                                "set it to an analog codec's CBR to compare them at equal channel uses; the "
                                "transmitter and the receiver must agree"},
         "classes": {"type": "names", "default": ["SignSymbol", "Pole", "Pedestrian", "Bicyclist"],

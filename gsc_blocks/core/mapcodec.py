@@ -18,6 +18,11 @@ from .models import check_card, load_card
 class SegmenterCodec(DigitalCodec):
     model_name: str = ""        # the receiver model's folder in models/
     model_class: type = object  # its runtime class: kind, and (name, models_dir) to open it
+    level_count: int = 0        # levels 0 .. level_count - 1, in increasing size
+    fixed_level: int | None = None
+
+    def encode_level(self, image: np.ndarray, level_index: int) -> bytes:
+        raise NotImplementedError
 
     def __init__(self, cbr: float = 1 / 6, seed: int = 0x5E9, models_dir=None):
         super().__init__(cbr, seed)
@@ -50,6 +55,17 @@ class SegmenterCodec(DigitalCodec):
 
     def model_files(self) -> dict:
         return {**self.segmenter.model_files(), **self.model.model_files()}
+
+    def encode_payload(self, image: np.ndarray, capacity: int) -> bytes:
+        """The fixed level's payload, or the highest level's that fits capacity bytes."""
+        h, w = image.shape[:2]
+        order = [self.fixed_level] if self.fixed_level is not None else range(self.level_count - 1, -1, -1)
+        for index in order:
+            payload = self.encode_level(image, index)
+            if len(payload) <= capacity:
+                return payload
+        raise ValueError(f"byte budget too small: the MCS carries {capacity} payload bytes for a {w}x{h} image, "
+                         f"{self.name} level {index} needs {len(payload)}; use a higher MCS or a larger CBR")
 
     @property
     def last_detail(self) -> str | None:

@@ -27,6 +27,8 @@ REQUIRED_KEYS = {
     "segmenter": ("classes", "void_label", "size_multiple", *_FILE_KEYS("segmenter")),
     "superres": ("classes", "segmenter", "diffusion.cosine_offset", "diffusion.residual_scale",
                  "diffusion.max_steps", "diffusion.size_multiple", *_FILE_KEYS("denoiser")),
+    "sqgan": ("classes", "segmenter", "downsample", "index_bits", "map_index_bits", *_FILE_KEYS("tx"),
+              *_FILE_KEYS("rx")),
 }
 
 

@@ -11,8 +11,9 @@ from .jscc import JSCCCodec
 from .models import CodecError, available_models, card_kind, load_card
 from .separation import SeparationCodec
 from .spic import CSpicCodec, SpicCodec
+from .sqgan import SqganCodec
 
-DIGITAL_CODECS = {cls.name: cls for cls in (SeparationCodec, SpicCodec, CSpicCodec)}
+DIGITAL_CODECS = {cls.name: cls for cls in (SeparationCodec, SpicCodec, CSpicCodec, SqganCodec)}
 
 
 def _cards_by_id(models_dir=None) -> dict[int, str]:
@@ -35,7 +36,8 @@ def available_codecs(models_dir=None) -> list[str]:
 
 
 def make_codec(name: str, models_dir=None, options: dict | None = None) -> Codec:
-    """A codec by name: a digital codec ('separation', 'separation-webp', 'spic-3'), or a model folder.
+    """A codec by name: a digital codec ('separation', 'separation-webp', 'spic-3',
+    'sqgan-random'), or a model folder.
     options: a digital codec's own settings (C-SPIC's classes)."""
     base, _, variant = name.partition("-")
     if base in DIGITAL_CODECS:

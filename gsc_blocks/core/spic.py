@@ -215,6 +215,7 @@ class SpicCodec(SegmenterCodec):
     classes: tuple = ()         # C-SPIC's class ids
     model_name = SPIC_SR
     model_class = SpicSR
+    level_count = len(LEVELS)
 
     def __init__(self, level: str = "", cbr: float = 1 / 6, seed: int = 0x5E9, models_dir=None):
         super().__init__(cbr, seed, models_dir)
@@ -278,16 +279,6 @@ class SpicCodec(SegmenterCodec):
         self.last_bits = {"total": 8 * len(payload), "map": 8 * len(map_data), "coarse": 8 * len(coarse_data),
                           "classes": {self.class_names[c]: 8 * (len(d) + 8) for c, d in classes}}
         return payload
-
-    def encode_payload(self, image: np.ndarray, capacity: int) -> bytes:
-        h, w = image.shape[:2]
-        order = [self.fixed_level] if self.fixed_level is not None else range(len(LEVELS) - 1, -1, -1)
-        for index in order:
-            payload = self.encode_level(image, index)
-            if len(payload) <= capacity:
-                return payload
-        raise ValueError(f"byte budget too small: the MCS carries {capacity} payload bytes for a {w}x{h} image, "
-                         f"{self.name} level {index} needs {len(payload)}; use a higher MCS or a larger CBR")
 
     def decode_payload(self, payload: bytes, height: int, width: int, steps: int = 0, seed: int = 0) -> np.ndarray:
         if len(payload) < 12:

@@ -1,0 +1,214 @@
+"""SQ-GAN: semantically masked vector quantization, on the digital pipeline.
+
+Transmitter: the CamVid segmenter's own map of the image; models/sqgan's tx.onnx
+gives per latent (1/16 per side) an image codebook index and a SAMM relevance
+score, and per map latent a map codebook index. A level keeps a fraction of the
+image latents: the top-scored ones (`sqgan`), or a random set of the same size
+(`sqgan-random`, the comparison that shows what relevance buys). rx.onnx decodes
+the map, fills the masked latents (ADM) and regenerates the image.
+
+Payload (bytes, every one counted in bpp): level (1; its top bit set when the
+map stream is context-coded); map stream length (2); the map stream: the map
+indices at map_index_bits each, packed, or, when that is smaller, the grid of
+indices through the lossless label-map coder (core/labelmap.py: change points
+along each row, contexts from the rows above), which runs of one codeword make
+cheap; CRC-32 of those three; the mask (1 bit per latent) and the kept indices at
+index_bits each in raster order, packed; CRC-32 of that stream. A stream whose
+CRC fails names itself (label map, image latents) and the image is lost with
+that reason.
+"""
+from __future__ import annotations
+
+import math
+import zlib
+
+import numpy as np
+
+from .mapcodec import SegmenterCodec
+from .labelmap import decode_labels, encode_labels
+from .models import CodecError, check_card, load_card, model_files, verified_session
+
+SQGAN = "sqgan"
+SQGAN_CODEC_ID = 12
+# Kept fractions of the image latents, fewest bits first; the level is the payload's first byte.
+FRACTIONS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.6, 0.8, 1.0)
+CODED_MAP = 0x80            # level byte flag: the map stream went through the label-map coder
+
+
+def kept_count(fraction: float, grid: int) -> int:
+    return max(1, min(grid, math.ceil(fraction * grid - 1e-9)))
+
+
+def top_mask(scores: np.ndarray, count: int) -> np.ndarray:
+    """bool mask keeping the `count` highest scores (ties: the earlier latent in raster order)."""
+    flat = scores.ravel()
+    keep = np.zeros(flat.size, bool)
+    keep[np.argsort(-flat, kind="stable")[:count]] = True
+    return keep.reshape(scores.shape)
+
+
+def random_mask(shape, count: int, seed: int) -> np.ndarray:
+    keep = np.zeros(int(np.prod(shape)), bool)
+    keep[np.random.default_rng(seed).permutation(keep.size)[:count]] = True
+    return keep.reshape(shape)
+
+
+def pack(values: np.ndarray, bits: int) -> bytes:
+    """Unsigned integers at `bits` each, most significant bit first, zero-padded to whole bytes."""
+    values = np.asarray(values, np.int64).ravel()
+    if values.size and (values.min() < 0 or values.max() >= 1 << bits):
+        raise ValueError(f"values outside 0..{(1 << bits) - 1} cannot be packed at {bits} bits")
+    shifts = np.arange(bits - 1, -1, -1)
+    return np.packbits(((values[:, None] >> shifts) & 1).astype(np.uint8).ravel()).tobytes()
+
+
+def unpack(data: bytes, count: int, bits: int) -> np.ndarray:
+    flat = np.unpackbits(np.frombuffer(data, np.uint8))[:count * bits]
+    if flat.size < count * bits:
+        raise ValueError(f"{len(data)} bytes hold fewer than {count} values of {bits} bits")
+    return (flat.reshape(count, bits).astype(np.int64) << np.arange(bits - 1, -1, -1)).sum(1)
+
+
+def _crc(data: bytes) -> bytes:
+    return zlib.crc32(data).to_bytes(4, "big")
+
+
+class SqganModel:
+    """models/sqgan: tx.onnx and rx.onnx, each opened (SHA-256 checked) when first used."""
+
+    kind = "sqgan"
+
+    def __init__(self, name: str = SQGAN, models_dir=None, providers=None):
+        self.card = check_card(load_card(name, models_dir), self.kind)
+        self.name, self.providers = name, providers
+        self.downsample = int(self.card["downsample"])
+        self.index_bits = int(self.card["index_bits"])
+        self.map_index_bits = int(self.card["map_index_bits"])
+        self.n_classes = len(self.card["classes"])
+        self._sessions: dict = {}
+
+    def session(self, role: str):
+        if role not in self._sessions:
+            self._sessions[role] = verified_session(self.card, role, self.providers)
+        return self._sessions[role]
+
+    def model_files(self) -> dict:
+        return {self.name: model_files(self.card)}
+
+    def analyse(self, image: np.ndarray, labels: np.ndarray):
+        """uint8 HxWx3, uint8 HxW map -> (indices, scores, map_indices), each [h, w]."""
+        one_hot = np.eye(self.n_classes, dtype=np.float32)[labels].transpose(2, 0, 1)[None].copy()
+        x = image.transpose(2, 0, 1)[None].astype(np.float32) / 255.0
+        idx, scores, midx = self.session("tx").run(None, {"image": x, "labels": one_hot})
+        return idx[0], scores[0], midx[0]
+
+    def synthesise(self, indices: np.ndarray, mask: np.ndarray, map_indices: np.ndarray):
+        """-> (uint8 HxWx3 image, uint8 HxW the receiver's map)."""
+        image, labels = self.session("rx").run(None, {
+            "indices": indices[None].astype(np.int64), "mask": mask[None].astype(np.float32),
+            "map_indices": map_indices[None].astype(np.int64)})
+        pixels = np.clip(np.round(image[0].transpose(1, 2, 0) * 255.0), 0, 255).astype(np.uint8)
+        return pixels, labels[0].astype(np.uint8)
+
+
+class SqganCodec(SegmenterCodec):
+    """SQ-GAN on the digital pipeline; rate index = MCS.
+
+    Variant (the name's tail): '' (each image: the highest level whose payload fits the MCS's
+    bytes), a level index into FRACTIONS ('sqgan-2'), 'random' (random masking instead of SAMM's
+    scores, same kept fraction) or both ('sqgan-random-2').
+    """
+
+    name = "sqgan"
+    codec_id = SQGAN_CODEC_ID
+    size_multiple = 16
+    min_side = 32
+    own_crcs = True
+    classes: tuple = ()
+    model_name = SQGAN
+    model_class = SqganModel
+    level_count = len(FRACTIONS)
+
+    def __init__(self, variant: str = "", cbr: float = 1 / 6, seed: int = 0x5E9, models_dir=None):
+        super().__init__(cbr, seed, models_dir)
+        parts = [p for p in str(variant).split("-") if p]
+        self.random = "random" in parts
+        rest = [p for p in parts if p != "random"]
+        if len(rest) > 1 or (rest and not (rest[0].isdigit() and int(rest[0]) < len(FRACTIONS))):
+            raise ValueError(f"sqgan variant {variant!r}: a level 0 to {len(FRACTIONS) - 1} (kept fractions "
+                             f"{', '.join(f'{f:g}' for f in FRACTIONS)}), 'random', or 'random-<level>'")
+        self.fixed_level = int(rest[0]) if rest else None
+        if self.random:
+            self.name = "sqgan-random"
+        self._cache: dict = {}
+
+    @staticmethod
+    def level_label(level_index: int) -> str:
+        return f"kept {FRACTIONS[level_index]:g}"
+
+    def _analysis(self, image: np.ndarray):
+        """(indices, scores, map_indices) of an image, cached (a benchmark sends it at several levels)."""
+        key = self._key(image)
+        if key not in self._cache:
+            if len(self._cache) > 2000:
+                self._cache.clear()
+            labels = self.segmenter.predict(image)[0]
+            idx, scores, midx = self.model.analyse(image, labels)
+            self._cache[key] = (idx, scores, midx, int.from_bytes(bytes.fromhex(key[:8]), "big"),
+                                self.map_stream(midx))
+        return self._cache[key]
+
+    def map_stream(self, midx: np.ndarray) -> tuple[int, bytes]:
+        """(CODED_MAP or 0, stream): the smaller of the packed indices and their context-coded grid."""
+        packed = pack(midx, self.model.map_index_bits)
+        if self.model.map_index_bits > 8:          # the label-map coder takes uint8 labels
+            return 0, packed
+        coded = encode_labels(midx, 1 << self.model.map_index_bits)
+        return (CODED_MAP, coded) if len(coded) < len(packed) else (0, packed)
+
+    def encode_level(self, image: np.ndarray, level_index: int) -> bytes:
+        h, w = image.shape[:2]
+        self.check_size(h, w)
+        idx, scores, midx, image_seed, map_stream = self._analysis(image)
+        count = kept_count(FRACTIONS[level_index], idx.size)
+        mask = random_mask(idx.shape, count, image_seed) if self.random else top_mask(scores, count)
+        coded = map_stream[0] & CODED_MAP
+        head = bytes([level_index | coded]) + len(map_stream[1]).to_bytes(2, "big") + map_stream[1]
+        body = pack(mask.astype(np.int64), 1) + pack(idx[mask], self.model.index_bits)
+        payload = head + _crc(head) + body + _crc(body)
+        self.last_bits = {"total": 8 * len(payload), "map": 8 * len(map_stream[1]), "map_coded": bool(coded),
+                          "image": 8 * len(body), "kept": count, "latents": int(idx.size), "classes": {}}
+        self._last = f"level {level_index} ({self.level_label(level_index)}{', random' if self.random else ''})"
+        return payload
+
+    def decode_payload(self, payload: bytes, height: int, width: int, steps: int = 0, seed: int = 0) -> np.ndarray:
+        self.check_size(height, width)
+        d = self.model.downsample
+        gh, gw = height // d, width // d
+        grid = gh * gw
+        map_len = 3 + int.from_bytes(payload[1:3], "big")
+        head = payload[:map_len]
+        if len(payload) < map_len + 4 or payload[map_len:map_len + 4] != _crc(head):
+            raise CodecError(f"label map failed its CRC ({self.name})")
+        level, coded = head[0] & ~CODED_MAP, head[0] & CODED_MAP
+        if level >= len(FRACTIONS):
+            raise CodecError(f"{self.name} payload names level {level}, not one of 0 to {len(FRACTIONS) - 1}")
+        count = kept_count(FRACTIONS[level], grid)
+        body_len = math.ceil(grid / 8) + math.ceil(count * self.model.index_bits / 8)
+        at = map_len + 4
+        body = payload[at:at + body_len]
+        if len(body) < body_len or payload[at + body_len:at + body_len + 4] != _crc(body):
+            raise CodecError(f"image latents failed their CRC ({self.name} level {level})")
+        try:
+            midx = decode_labels(head[3:], gh, gw, 1 << self.model.map_index_bits).astype(np.int64) if coded \
+                else unpack(head[3:], grid, self.model.map_index_bits).reshape(gh, gw)
+        except ValueError as err:
+            raise CodecError(f"label map passed its CRC but {err}") from None
+        mask = unpack(body, grid, 1).astype(bool).reshape(gh, gw)
+        if int(mask.sum()) != count:
+            raise CodecError(f"{self.name} mask keeps {int(mask.sum())} latents, level {level} keeps {count}")
+        idx = np.zeros((gh, gw), np.int64)
+        idx[mask] = unpack(body[math.ceil(grid / 8):], count, self.model.index_bits)
+        pixels, _ = self.model.synthesise(idx, mask, midx)
+        self._last = f"level {level} ({self.level_label(level)})"
+        return pixels

@@ -1,0 +1,164 @@
+"""SQ-GAN: the shipped model (card, ORT vs torch at both ends), the payload (every bit counted,
+per-stream CRCs naming what failed), SAMM against random masking, the digital path and the
+controller's kept-fraction action."""
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from gsc_blocks.core.models import CodecError, load_card
+from gsc_blocks.core.registry import codec_for_id, make_codec
+from gsc_blocks.core.segmentation import Segmenter
+from gsc_blocks.core.sqgan import FRACTIONS, SQGAN_CODEC_ID, SqganCodec, SqganModel, kept_count, pack, unpack
+
+REPO = Path(__file__).resolve().parents[1]
+MODELS = REPO / "models"
+CAMVID = REPO / "tests" / "data" / "camvid"
+NAMES = sorted(p.stem for p in CAMVID.glob("*.webp"))
+GRID = (192 // 16) * (256 // 16)
+
+
+def frame(name=NAMES[0]):
+    return np.asarray(Image.open(CAMVID / f"{name}.webp").convert("RGB"))
+
+
+@pytest.fixture(scope="module")
+def sqgan():
+    return make_codec("sqgan", MODELS)
+
+
+def test_card_names_its_segmenter_codecs_and_bits():
+    card = load_card("sqgan", MODELS)
+    assert card["kind"] == "sqgan" and card["codecs"] == ["sqgan", "sqgan-random"]
+    seg = load_card(card["segmenter"], MODELS)
+    assert card["segmenter_weights_sha256"] == seg["files"]["weights"]["sha256"]
+    assert card["training"]["command"].startswith("python -m gsc_models.train_sqgan")
+    assert card["index_bits"] == math.ceil(math.log2(card["config"]["codes"]))
+    assert card["map_index_bits"] == math.ceil(math.log2(card["config"]["map_codes"]))
+    assert codec_for_id(SQGAN_CODEC_ID, MODELS).name == "sqgan"
+
+
+def test_onnx_matches_torch_at_both_ends():
+    torch = pytest.importorskip("torch")
+    from gsc_models.cards import load_weights_npz
+    from gsc_models.sqgan import SqganRx, SqganTx, one_hot
+    model = load_weights_npz("sqgan", MODELS / "sqgan")
+    runtime = SqganModel(models_dir=MODELS)
+    image = frame()
+    labels = Segmenter(models_dir=MODELS).predict(image)[0]
+    idx, scores, midx = runtime.analyse(image, labels)
+    with torch.no_grad():
+        t_idx, t_scores, t_midx = SqganTx(model)(
+            torch.from_numpy(image.transpose(2, 0, 1)[None].astype(np.float32) / 255.0),
+            one_hot(torch.from_numpy(labels[None])))
+    assert np.abs(scores - t_scores[0].numpy()).max() < 1e-4
+    assert (idx == t_idx[0].numpy()).mean() > 0.98 and (midx == t_midx[0].numpy()).mean() > 0.98
+    mask = np.zeros(idx.shape, bool)
+    mask.ravel()[np.argsort(-scores.ravel())[:77]] = True
+    pixels, rx_labels = runtime.synthesise(np.where(mask, idx, 0), mask, midx)
+    with torch.no_grad():
+        t_img, t_lab = SqganRx(model)(torch.from_numpy(np.where(mask, idx, 0)[None]),
+                                      torch.from_numpy(mask[None].astype(np.float32)), torch.from_numpy(midx[None]))
+    diff = np.abs(pixels.astype(int) - np.rint(t_img[0].numpy().transpose(1, 2, 0) * 255).astype(int))
+    assert diff.max() <= 2 and diff.mean() < 0.05
+    assert (rx_labels == t_lab[0].numpy()).mean() > 0.999
+
+
+def test_bits_pack_and_unpack():
+    rng = np.random.default_rng(3)
+    for bits in (1, 7, 10):
+        values = rng.integers(0, 1 << bits, 77)
+        data = pack(values, bits)
+        assert len(data) == math.ceil(77 * bits / 8)
+        assert np.array_equal(unpack(data, 77, bits), values)
+    with pytest.raises(ValueError, match="cannot be packed"):
+        pack(np.array([1024]), 10)
+
+
+def test_every_bit_is_counted(sqgan):
+    image = frame()
+    sizes = []
+    for level, fraction in enumerate(FRACTIONS):
+        payload = sqgan.encode_level(image, level)
+        bits = sqgan.last_bits
+        kept = kept_count(fraction, GRID)
+        assert bits["kept"] == kept and bits["latents"] == GRID
+        # level byte + map length + map stream + CRC + mask + kept indices + CRC: nothing else, nothing left out
+        assert bits["map"] <= 8 * math.ceil(GRID * 7 / 8)         # the packed indices at most
+        assert bits["image"] == 8 * (math.ceil(GRID / 8) + math.ceil(kept * 10 / 8))
+        assert bits["total"] == 8 * len(payload) == 8 + 16 + bits["map"] + 32 + bits["image"] + 32
+        assert payload[0] & 0x7F == level and bool(payload[0] & 0x80) == bits["map_coded"]
+        sizes.append(len(payload))
+    # a sample frame at level 0: 204 bytes, 0.033 bpp (AVIF and WebP bottom out near 0.1 bpp)
+    assert sizes == sorted(sizes) and sizes[0] * 8 / (192 * 256) < 0.035
+    # the map arrives exactly, context-coded or packed
+    _, _, midx, _, (flag, stream) = sqgan._analysis(image)
+    from gsc_blocks.core.labelmap import decode_labels
+    got = decode_labels(stream, 12, 16, 128) if flag else unpack(stream, GRID, 7).reshape(12, 16)
+    assert np.array_equal(got, midx)
+
+
+def test_samm_and_random_keep_as_many_latents_but_not_the_same(sqgan):
+    image = frame()
+    rand = make_codec("sqgan-random", MODELS)
+    assert rand.name == "sqgan-random" and rand.codec_id == sqgan.codec_id
+    a, b = sqgan.encode_level(image, 2), rand.encode_level(image, 2)
+    head = 3 + int.from_bytes(a[1:3], "big") + 4
+    assert len(a) == len(b) and a[:head] == b[:head]       # same level byte and map stream
+    mask_a = unpack(a[head:head + GRID // 8], GRID, 1)
+    mask_b = unpack(b[head:head + GRID // 8], GRID, 1)
+    assert mask_a.sum() == mask_b.sum() == kept_count(FRACTIONS[2], GRID)
+    assert not np.array_equal(mask_a, mask_b)
+    assert rand.encode_level(image, 2) == b                               # the same image, the same draw
+    # SAMM keeps the top-scored latents
+    idx, scores = sqgan._analysis(image)[:2]
+    assert scores.ravel()[mask_a.astype(bool)].min() >= scores.ravel()[~mask_a.astype(bool)].max()
+
+
+def test_a_damaged_stream_names_itself_and_padding_loses_nothing(sqgan):
+    image = frame()
+    payload = sqgan.encode_level(image, 4)
+    out = sqgan.decode_payload(payload, 192, 256)
+    assert out.shape == (192, 256, 3)
+    assert np.array_equal(sqgan.decode_payload(payload + bytes([0x55] * 30), 192, 256), out)
+
+    def corrupt(at):
+        data = bytearray(payload)
+        data[at] ^= 0x10
+        return bytes(data)
+    with pytest.raises(CodecError, match="label map failed its CRC"):
+        sqgan.decode_payload(corrupt(20), 192, 256)
+    with pytest.raises(CodecError, match="image latents failed their CRC"):
+        sqgan.decode_payload(corrupt(len(payload) - 8), 192, 256)
+    with pytest.raises(CodecError, match="label map failed its CRC"):
+        sqgan.decode_payload(payload[:100], 192, 256)
+
+
+def test_variants_and_a_budget_too_small(sqgan):
+    assert make_codec("sqgan-3", MODELS).fixed_level == 3
+    r = make_codec("sqgan-random-1", MODELS)
+    assert r.random and r.fixed_level == 1
+    for bad in ("sqgan-9", "sqgan-foo"):
+        with pytest.raises(CodecError, match="sqgan variant"):
+            make_codec(bad, MODELS)
+    image = frame()
+    sqgan.encode(image, 10.0, 5)
+    assert sqgan.last_detail == f"level {len(FRACTIONS) - 1} (kept 1)"
+    with pytest.raises(ValueError, match="byte budget too small"):
+        SqganCodec(cbr=0.005, models_dir=MODELS).encode(image, 10.0, 0)
+
+
+def test_over_the_digital_path(sqgan):
+    image = frame()
+    rng = np.random.default_rng(2)
+    tx = SqganCodec("2", cbr=1 / 24, models_dir=MODELS)
+    symbols = tx.encode(image, 10.0, 1)
+    noisy = symbols + (rng.standard_normal(symbols.size) + 1j * rng.standard_normal(symbols.size)) * 0.05
+    rx = codec_for_id(SQGAN_CODEC_ID, MODELS, {"cbr": 1 / 24})
+    out = rx.decode(noisy.astype(np.complex64), 192, 256, 26.0, 1)
+    assert np.array_equal(out, tx.decode_payload(tx.encode_level(image, 2), 192, 256))
+    with pytest.raises(CodecError, match="failed (its|their) CRC"):
+        rx.decode((symbols + (rng.standard_normal(symbols.size) + 1j * rng.standard_normal(symbols.size))
+                   * 1.5).astype(np.complex64), 192, 256, 0.0, 1)
