@@ -162,3 +162,16 @@ def test_over_the_digital_path(sqgan):
     with pytest.raises(CodecError, match="failed (its|their) CRC"):
         rx.decode((symbols + (rng.standard_normal(symbols.size) + 1j * rng.standard_normal(symbols.size))
                    * 1.5).astype(np.complex64), 192, 256, 0.0, 1)
+
+
+def test_link_oracle_picks_the_mcs_by_the_judge_not_by_psnr():
+    """On CamVid the oracle ranks MCSs by the judge's mIoU: a generative codec's frame may score a lower
+    PSNR than the mean image a lost frame counts as, and PSNR would then prefer losing it."""
+    from gsc_blocks.bench.link import oracle_mcs
+    codec = SqganCodec(cbr=1 / 24)
+    image = frame()
+    mean_image = np.full_like(image, int(image.mean()))
+    decoded = lambda received: {"miou": float(np.mean([r is not mean_image for r in received]))}
+    rate = oracle_mcs(codec, [image], 12.0, mean_image, judge=decoded)
+    symbols = codec.encode(image, 12.0, rate)
+    assert codec.decode(symbols, *image.shape[:2], 30.0, rate).shape == image.shape

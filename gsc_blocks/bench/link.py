@@ -40,10 +40,14 @@ def ofdm_zmq_point(config, files, snr_db, out_dir, mean_image, overrides=(), jud
     return point, summary
 
 
-def oracle_mcs(codec, images, snr_db, mean_image, n_probe=100, fade_power=None) -> int:
-    """The MCS with the best mean PSNR on the ideal channel (first n_probe images)."""
+def oracle_mcs(codec, images, snr_db, mean_image, n_probe=100, fade_power=None, judge=None) -> int:
+    """The MCS with the best mean PSNR on the ideal channel (first n_probe images); with a callable
+    judge (CamVid), the best mIoU: a generative codec's frames can score a lower PSNR than the mean
+    image a lost frame counts as, so PSNR would prefer losing every frame."""
     probe = images[:n_probe]
-    scores = [ideal_awgn_point(codec, probe, snr_db, mean_image, index, fade_power=fade_power)["psnr_db"]
+    semantic = callable(judge)
+    scores = [ideal_awgn_point(codec, probe, snr_db, mean_image, index, fade_power=fade_power,
+                               judge=judge if semantic else None)["miou" if semantic else "psnr_db"]
               for index in range(codec.rate_count)]
     return int(np.argmax(scores))
 
@@ -156,7 +160,7 @@ def bench_link(codec_name="deepjscc", snrs=(0, 5, 10, 15, 20), n_images=200, dat
                 overrides.append(f"codec.digital_cbr={codec.cbr!r}")
             if policy is not None:
                 if policy == "oracle":
-                    rate = oracle_mcs(codec, images, float(snr), mean_image, fade_power=fade_power)
+                    rate = oracle_mcs(codec, images, float(snr), mean_image, fade_power=fade_power, judge=judge)
                 else:
                     rate = codec.rate_index_for(policy)
                 extra.update(codec.rate_record(rate, *images[0].shape[:2]))
