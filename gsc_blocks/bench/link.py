@@ -41,15 +41,18 @@ def ofdm_zmq_point(config, files, snr_db, out_dir, mean_image, overrides=(), jud
 
 
 def oracle_mcs(codec, images, snr_db, mean_image, n_probe=100, fade_power=None, judge=None) -> int:
-    """The MCS with the best mean PSNR on the ideal channel (first n_probe images); with a callable
-    judge (CamVid), the best mIoU: a generative codec's frames can score a lower PSNR than the mean
-    image a lost frame counts as, so PSNR would prefer losing every frame."""
+    """The MCS with the best mean PSNR on the ideal channel (first n_probe images). With a callable
+    judge (CamVid): the MCS that loses the fewest frames, then the best mIoU among those. A
+    generative codec's frames can score a lower PSNR, and on a few frames a lower mIoU, than the
+    mean image a lost frame counts as, so neither score alone is a choice a lab would make."""
     probe = images[:n_probe]
-    semantic = callable(judge)
-    scores = [ideal_awgn_point(codec, probe, snr_db, mean_image, index, fade_power=fade_power,
-                               judge=judge if semantic else None)["miou" if semantic else "psnr_db"]
+    if not callable(judge):
+        scores = [ideal_awgn_point(codec, probe, snr_db, mean_image, index, fade_power=fade_power)["psnr_db"]
+                  for index in range(codec.rate_count)]
+        return int(np.argmax(scores))
+    points = [ideal_awgn_point(codec, probe, snr_db, mean_image, index, fade_power=fade_power, judge=judge)
               for index in range(codec.rate_count)]
-    return int(np.argmax(scores))
+    return max(range(len(points)), key=lambda i: (-points[i]["lost"], points[i]["miou"], -i))
 
 
 def _series(codecs, mcs_policies, cbrs, refine_steps=(1,)):
