@@ -28,7 +28,7 @@ REQUIRED_KEYS = {
     "superres": ("classes", "segmenter", "diffusion.cosine_offset", "diffusion.residual_scale",
                  "diffusion.max_steps", "diffusion.size_multiple", *_FILE_KEYS("denoiser")),
     "sqgan": ("classes", "segmenter", "downsample", "index_bits", "map_index_bits", *_FILE_KEYS("tx"),
-              *_FILE_KEYS("rx")),
+              *_FILE_KEYS("rx"), *_FILE_KEYS("map_prior")),
 }
 
 
@@ -106,9 +106,8 @@ def sha256_file(path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def verified_session(card: dict, role: str, providers=None):
-    """An ONNX Runtime session on the card's file for role, once its SHA-256 matches the card."""
-    import onnxruntime as ort
+def verified_path(card: dict, role: str) -> Path:
+    """The card's file for role, once it exists and its SHA-256 matches the card."""
     folder, entry = Path(card["_folder"]), card["files"][role]
     path = folder / entry["path"]
     if not path.is_file():
@@ -119,6 +118,13 @@ def verified_session(card: dict, role: str, providers=None):
         raise CodecError(f"{path} has SHA-256 {digest[:16]}..., but {folder / 'card.json'} says "
                          f"{entry['sha256'][:16]}...: the file is corrupted or was replaced. Restore it "
                          "from git, or re-export the model so file and card match.")
+    return path
+
+
+def verified_session(card: dict, role: str, providers=None):
+    """An ONNX Runtime session on the card's file for role, once its SHA-256 matches the card."""
+    import onnxruntime as ort
+    path = verified_path(card, role)
     options = ort.SessionOptions()
     options.log_severity_level = 3
     return ort.InferenceSession(str(path), sess_options=options, providers=providers or default_providers())

@@ -8,14 +8,15 @@ image latents: the top-scored ones (`sqgan`), or a random set of the same size
 the map, fills the masked latents (ADM) and regenerates the image.
 
 Payload (bytes, every one counted in bpp): level (1; its top bit set when the
-map stream is context-coded); map stream length (2); the map stream: the map
-indices at map_index_bits each, packed, or, when that is smaller, the grid of
-indices through the lossless label-map coder (core/labelmap.py: change points
-along each row, contexts from the rows above), which runs of one codeword make
-cheap; CRC-32 of those three; the mask (1 bit per latent) and the kept indices at
-index_bits each in raster order, packed; CRC-32 of that stream. A stream whose
-CRC fails names itself (label map, image latents) and the image is lost with
-that reason.
+map stream is prior-coded); map stream length (2); the map stream: the map
+indices at map_index_bits each, packed, or, when that is smaller, range-coded
+(constriction) under the model's shipped map prior (map_prior.npz: each index
+given its left and above neighbours, tables counted on CamVid train); CRC-32 of
+those three; the mask as the rank of the kept set among all sets of that size
+(ceil(log2 C(latents, kept)) bits, 0 when every latent is kept) and the kept
+indices at index_bits each in raster order, packed; CRC-32 of that stream. A
+stream whose CRC fails names itself (label map, image latents) and the image is
+lost with that reason.
 """
 from __future__ import annotations
 
@@ -25,14 +26,13 @@ import zlib
 import numpy as np
 
 from .mapcodec import SegmenterCodec
-from .labelmap import decode_labels, encode_labels
-from .models import CodecError, check_card, load_card, model_files, verified_session
+from .models import CodecError, check_card, load_card, model_files, verified_path, verified_session
 
 SQGAN = "sqgan"
 SQGAN_CODEC_ID = 12
 # Kept fractions of the image latents, fewest bits first; the level is the payload's first byte.
 FRACTIONS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.6, 0.8, 1.0)
-CODED_MAP = 0x80            # level byte flag: the map stream went through the label-map coder
+CODED_MAP = 0x80            # level byte flag: the map stream is range-coded under the map prior
 
 
 def kept_count(fraction: float, grid: int) -> int:
@@ -73,6 +73,83 @@ def _crc(data: bytes) -> bytes:
     return zlib.crc32(data).to_bytes(4, "big")
 
 
+def mask_bytes(latents: int, kept: int) -> int:
+    """Bytes of a kept set's rank: ceil(log2 C(latents, kept)) bits, whole bytes."""
+    return math.ceil((math.comb(latents, kept) - 1).bit_length() / 8)
+
+
+def encode_mask(mask: np.ndarray) -> bytes:
+    """A bool mask as the rank of its set among all sets of its size (combinatorial number system)."""
+    rank = sum(math.comb(int(pos), i + 1) for i, pos in enumerate(np.flatnonzero(np.ravel(mask))))
+    return rank.to_bytes(mask_bytes(np.size(mask), int(np.count_nonzero(mask))), "big")
+
+
+def decode_mask(data: bytes, latents: int, kept: int) -> np.ndarray:
+    """encode_mask's inverse -> bool [latents]; ValueError for a rank no set of that size has."""
+    rank = int.from_bytes(data, "big")
+    if rank >= math.comb(latents, kept):
+        raise ValueError(f"mask rank {rank} is out of range for {kept} of {latents} latents")
+    mask = np.zeros(latents, bool)
+    pos = latents
+    for i in range(kept, 0, -1):
+        pos -= 1
+        while math.comb(pos, i) > rank:
+            pos -= 1
+        mask[pos] = True
+        rank -= math.comb(pos, i)
+    return mask
+
+
+class MapPrior:
+    """The shipped context model of the map indices (map_prior.npz, float32 probabilities):
+    `first` for the top-left index, `left` [K, K] given the left neighbour (top row),
+    `above` [K, K] given the neighbour above (left column), their mean elsewhere. Only
+    elementwise float32 arithmetic on the shipped tables, so both ends build the same
+    probabilities bit for bit."""
+
+    def __init__(self, path):
+        with np.load(path, allow_pickle=False) as z:
+            self.first, self.left, self.above = (np.ascontiguousarray(z[k], np.float32)
+                                                 for k in ("first", "left", "above"))
+        k = self.first.size
+        if self.left.shape != (k, k) or self.above.shape != (k, k) or not (self.first > 0).all() \
+                or not (self.left > 0).all() or not (self.above > 0).all():
+            raise CodecError(f"{path}: a map prior needs positive tables first [K], left and above [K, K]; "
+                             "restore it from git or rebuild it with train_sqgan --map-prior")
+
+    def _p(self, grid: np.ndarray, r: int, c: int) -> np.ndarray:
+        if r == 0:
+            return self.first if c == 0 else self.left[grid[r, c - 1]]
+        if c == 0:
+            return self.above[grid[r - 1, c]]
+        return (self.left[grid[r, c - 1]] + self.above[grid[r - 1, c]]) * np.float32(0.5)
+
+    def encode(self, grid: np.ndarray) -> bytes:
+        import constriction
+        grid = np.asarray(grid, np.int64)
+        h, w = grid.shape
+        probs = np.stack([self._p(grid, r, c) for r in range(h) for c in range(w)])
+        encoder = constriction.stream.queue.RangeEncoder()
+        encoder.encode(grid.ravel().astype(np.int32), constriction.stream.model.Categorical(perfect=False), probs)
+        return encoder.get_compressed().tobytes()
+
+    def decode(self, data: bytes, height: int, width: int) -> np.ndarray:
+        """-> int64 [height, width]; ValueError when the stream does not decode."""
+        import constriction
+        if len(data) % 4:
+            raise ValueError(f"a prior-coded map stream is whole 32-bit words, not {len(data)} bytes")
+        family = constriction.stream.model.Categorical(perfect=False)
+        decoder = constriction.stream.queue.RangeDecoder(np.frombuffer(data, np.uint32))
+        grid = np.zeros((height, width), np.int64)
+        try:
+            for r in range(height):
+                for c in range(width):
+                    grid[r, c] = decoder.decode(family, self._p(grid, r, c)[None])[0]
+        except (ValueError, RuntimeError) as err:
+            raise ValueError(f"map stream does not decode: {err}") from None
+        return grid
+
+
 class SqganModel:
     """models/sqgan: tx.onnx and rx.onnx, each opened (SHA-256 checked) when first used."""
 
@@ -86,6 +163,13 @@ class SqganModel:
         self.map_index_bits = int(self.card["map_index_bits"])
         self.n_classes = len(self.card["classes"])
         self._sessions: dict = {}
+        self._prior = None
+
+    @property
+    def map_prior(self) -> MapPrior:
+        if self._prior is None:
+            self._prior = MapPrior(verified_path(self.card, "map_prior"))
+        return self._prior
 
     def session(self, role: str):
         if role not in self._sessions:
@@ -159,11 +243,9 @@ class SqganCodec(SegmenterCodec):
         return self._cache[key]
 
     def map_stream(self, midx: np.ndarray) -> tuple[int, bytes]:
-        """(CODED_MAP or 0, stream): the smaller of the packed indices and their context-coded grid."""
+        """(CODED_MAP or 0, stream): the smaller of the packed indices and their prior-coded grid."""
         packed = pack(midx, self.model.map_index_bits)
-        if self.model.map_index_bits > 8:          # the label-map coder takes uint8 labels
-            return 0, packed
-        coded = encode_labels(midx, 1 << self.model.map_index_bits)
+        coded = self.model.map_prior.encode(midx)
         return (CODED_MAP, coded) if len(coded) < len(packed) else (0, packed)
 
     def encode_level(self, image: np.ndarray, level_index: int) -> bytes:
@@ -174,7 +256,7 @@ class SqganCodec(SegmenterCodec):
         mask = random_mask(idx.shape, count, image_seed) if self.random else top_mask(scores, count)
         coded = map_stream[0] & CODED_MAP
         head = bytes([level_index | coded]) + len(map_stream[1]).to_bytes(2, "big") + map_stream[1]
-        body = pack(mask.astype(np.int64), 1) + pack(idx[mask], self.model.index_bits)
+        body = encode_mask(mask) + pack(idx[mask], self.model.index_bits)
         payload = head + _crc(head) + body + _crc(body)
         self.last_bits = {"total": 8 * len(payload), "map": 8 * len(map_stream[1]), "map_coded": bool(coded),
                           "image": 8 * len(body), "kept": count, "latents": int(idx.size), "classes": {}}
@@ -194,21 +276,20 @@ class SqganCodec(SegmenterCodec):
         if level >= len(FRACTIONS):
             raise CodecError(f"{self.name} payload names level {level}, not one of 0 to {len(FRACTIONS) - 1}")
         count = kept_count(FRACTIONS[level], grid)
-        body_len = math.ceil(grid / 8) + math.ceil(count * self.model.index_bits / 8)
+        mask_len = mask_bytes(grid, count)
+        body_len = mask_len + math.ceil(count * self.model.index_bits / 8)
         at = map_len + 4
         body = payload[at:at + body_len]
         if len(body) < body_len or payload[at + body_len:at + body_len + 4] != _crc(body):
             raise CodecError(f"image latents failed their CRC ({self.name} level {level})")
         try:
-            midx = decode_labels(head[3:], gh, gw, 1 << self.model.map_index_bits).astype(np.int64) if coded \
+            midx = self.model.map_prior.decode(head[3:], gh, gw) if coded \
                 else unpack(head[3:], grid, self.model.map_index_bits).reshape(gh, gw)
+            mask = decode_mask(body[:mask_len], grid, count).reshape(gh, gw)
         except ValueError as err:
-            raise CodecError(f"label map passed its CRC but {err}") from None
-        mask = unpack(body, grid, 1).astype(bool).reshape(gh, gw)
-        if int(mask.sum()) != count:
-            raise CodecError(f"{self.name} mask keeps {int(mask.sum())} latents, level {level} keeps {count}")
+            raise CodecError(f"{self.name} payload passed its CRCs but {err}") from None
         idx = np.zeros((gh, gw), np.int64)
-        idx[mask] = unpack(body[math.ceil(grid / 8):], count, self.model.index_bits)
+        idx[mask] = unpack(body[mask_len:], count, self.model.index_bits)
         pixels, _ = self.model.synthesise(idx, mask, midx)
         self._last = f"level {level} ({self.level_label(level)})"
         return pixels

@@ -3,6 +3,7 @@
     python -m gsc_models.train_sqgan --epochs 40 --out ../runs/sqgan
     python -m gsc_models.train_sqgan --export ../runs/sqgan/checkpoint.pt --out ../models/sqgan \\
         --train-command "..."
+    python -m gsc_models.train_sqgan --map-prior --out ../models/sqgan    # the map prior alone, anew
 
 Batches are random crops with flips of the 256x192 frames; the label map is the
 shipped segmenter's own segmentation (what the transmitter sends). Each image
@@ -31,8 +32,10 @@ import torch
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from .camvid import CLASSES, WORKING_SIZE, class_iou, class_weights, confusion
-from .cards import data_line, file_entry, model_facts, training_record, weights_entry, write_card
+from .camvid import CLASSES, WORKING_SIZE, class_iou, class_weights, confusion, load_camvid
+from .cards import MODELS_DIR, data_line, file_entry, load_weights_npz, model_facts, training_record, weights_entry, \
+    write_card
+from .data import datasets_root
 from .layers import ms_ssim
 from .registry import MODELS
 from .sqgan import DOWNSAMPLE, PatchDiscriminator, SqganRx, SqganTx, one_hot, top_mask
@@ -43,17 +46,48 @@ NAME = "sqgan"
 SEGMENTER = "camvid_segmenter"
 EVAL_FRACTIONS = (0.1, 0.25, 0.4, 0.6, 1.0)
 COMMITMENT = 0.25
+PRIOR_ALPHA = 0.5
 
 
 def payload_bits(height, width, fraction, config) -> int:
     """Bits of one image's payload with the map indices packed: level byte, map length, map indices,
-    mask bits, kept indices, two CRC-32 (gsc_blocks.core.sqgan packs each stream to whole bytes). The
-    codec sends the context-coded map instead when that is smaller, so this is an upper bound."""
+    the kept set's rank, kept indices, two CRC-32 (gsc_blocks.core.sqgan packs each stream to whole
+    bytes). The codec sends the prior-coded map instead when that is smaller, so this is an upper bound."""
     grid = (height // DOWNSAMPLE) * (width // DOWNSAMPLE)
     map_bits = grid * math.ceil(math.log2(config["map_codes"]))
-    kept = math.ceil(fraction * grid)
-    image_bits = grid + kept * math.ceil(math.log2(config["codes"]))
-    return 8 + 16 + 8 * math.ceil(map_bits / 8) + 32 + 8 * math.ceil(image_bits / 8) + 32
+    kept = min(grid, math.ceil(fraction * grid - 1e-9))
+    mask_bits = 8 * math.ceil((math.comb(grid, kept) - 1).bit_length() / 8)
+    index_bits = kept * math.ceil(math.log2(config["codes"]))
+    return 8 + 16 + 8 * math.ceil(map_bits / 8) + 32 + mask_bits + 8 * math.ceil(index_bits / 8) + 32
+
+
+def map_prior_tables(maps: np.ndarray, codes: int, alpha: float = PRIOR_ALPHA) -> dict:
+    """The map prior gsc_blocks.core.sqgan.MapPrior reads, from map index grids [N, h, w]: float32
+    probabilities of the first index, of an index given its left and given its above neighbour,
+    counted with `alpha` added to every cell."""
+    first = np.bincount(maps.ravel(), minlength=codes) + alpha
+    left, above = np.full((codes, codes), alpha), np.full((codes, codes), alpha)
+    np.add.at(left, (maps[:, :, :-1].ravel(), maps[:, :, 1:].ravel()), 1.0)
+    np.add.at(above, (maps[:, :-1].ravel(), maps[:, 1:].ravel()), 1.0)
+    return {"first": (first / first.sum()).astype(np.float32),
+            "left": (left / left.sum(1, keepdims=True)).astype(np.float32),
+            "above": (above / above.sum(1, keepdims=True)).astype(np.float32)}
+
+
+def write_map_prior(model, segmenter, root, out: Path, command: str) -> dict:
+    """Counts the map indices of CamVid train (the segmenter's maps through the model's map branch),
+    writes out/map_prior.npz and returns its card entry."""
+    images, _, _ = load_camvid("train", root)
+    x = to_tensor(images)
+    maps = predict(segmenter, x)
+    tx = SqganTx(model.eval())
+    with torch.no_grad():
+        midx = torch.cat([tx(x[i:i + 16], one_hot(torch.from_numpy(maps[i:i + 16])))[2]
+                          for i in range(0, len(x), 16)]).numpy()
+    np.savez(out / "map_prior.npz", **map_prior_tables(midx, model.config["map_codes"]))
+    return file_entry(out, "map_prior.npz", format="numpy .npz (no pickle): first [K], left [K,K], above [K,K] "
+                      "float32 probabilities", data=f"map indices of CamVid train ({len(images)} frames at "
+                      f"256x192, the segmenter's maps), {PRIOR_ALPHA} added to every count", command=command)
 
 
 def random_mask(shape, fraction, generator=None) -> torch.Tensor:
@@ -242,6 +276,62 @@ def _samm_line(training: dict) -> str:
             f"{ft['minutes']} minutes).\n")
 
 
+def card_markdown(card: dict) -> str:
+    """card.md above its Files table, from card.json alone."""
+    cfg, tr, ev = card["config"], card["training"], card["eval"]
+    rows = "\n".join(f"| {r['masking']} | {r['fraction']:g} | {r['bpp']:.4f} | {r['psnr_db']:.2f} | "
+                     f"{r['ms_ssim']:.3f} | {r['miou']:.3f} | {r['map_miou']:.3f} |" for r in ev["table"].values())
+    prior = card["files"]["map_prior"]
+    return f"""# Model card: {NAME}
+
+- Use: the `sqgan` codec (gsc_blocks.core.sqgan): tx.onnx at the transmitter (encoder, SAMM, both
+  quantizers), rx.onnx at the receiver (map decoder, ADM, SPADE decoder), map_prior.npz at both ends.
+- Architecture: {card['architecture']}; {card['parameters']:,} parameters.
+- Latent grid: 1/{DOWNSAMPLE} per side for the image ({cfg['codes']} codewords of {cfg['dim']}, {card['index_bits']}
+  bits per kept index, the kept set sent as its rank among sets of its size) and for the label map
+  ({cfg['map_codes']} codewords of {cfg['map_dim']}, all sent: {card['map_index_bits']} bits per index packed, or
+  range-coded under the map prior when that is smaller).
+{data_line(tr)}- Training command (run from `models/`): `{tr['command']}`
+  ({tr['epochs']} of {tr['scheduled_epochs']} scheduled epochs, {tr['minutes']} minutes on this project's
+  2-core CPU machine; no GPU). A reduced model and schedule against the original's 256x512 and its GPU runs.
+{_samm_line(tr)}- Losses: class-weighted L1, MS-SSIM and discriminator feature matching in place of the perceptual loss (no
+  LPIPS/VGG weights offline), the frozen `{card['segmenter']}`'s cross entropy, hinge PatchGAN, codebook
+  commitment {COMMITMENT}; EMA codebooks (0.99) with dead-code restarts.
+- Label maps: `{card['segmenter']}` (weights.npz SHA-256 `{card['segmenter_weights_sha256'][:16]}...`).
+- Export: `{tr['export_command']}`
+- Map prior (map_prior.npz): {prior['data']}; `{prior['command']}`.
+
+## Eval: {ev['dataset']}
+
+mIoU by `{card['segmenter']}` against the ground truth; originals: {ev['original_miou']:.4f}. bpp counts every
+payload bit (both streams, kept-set rank, level byte, map length, CRCs) with the map indices packed at
+{card['map_index_bits']} bits; the codec sends the prior-coded map when that is smaller, so it sends at
+most this (`bench codec` reports what it sends). "map mIoU" scores the receiver's decoded map itself.
+
+| masking | kept fraction | bpp | PSNR (dB) | MS-SSIM | mIoU | map mIoU |
+| --- | --- | --- | --- | --- | --- | --- |
+{rows}
+
+"""
+
+
+def rebuild_map_prior(args):
+    """--map-prior: the map prior of the model exported in --out (its weights.npz), counted anew on
+    CamVid train; card.json and card.md updated (the eval table's bpp with the current payload)."""
+    out = Path(args.out)
+    card = json.loads((out / "card.json").read_text())
+    model = load_weights_npz(NAME, out)
+    segmenter = load_weights_npz(SEGMENTER, MODELS_DIR / SEGMENTER)
+    h, w = WORKING_SIZE
+    card["files"]["map_prior"] = write_map_prior(model, segmenter, datasets_root(args.data), out,
+                                                 f"python -m gsc_models.train_sqgan --map-prior --out {args.out}")
+    for row in card["eval"]["table"].values():
+        row["bpp"] = round(payload_bits(h, w, row["fraction"], model.config) / (h * w), 5)
+    write_card(out, card, card_markdown(card), MODELS[NAME].kind)
+    print(json.dumps(card["files"]["map_prior"], indent=1))
+    return 0
+
+
 def export(args):
     state = torch.load(args.export, map_location="cpu", weights_only=True)
     spec = MODELS[NAME]
@@ -294,6 +384,8 @@ def export(args):
                 "map_indices": "int64 [N,H/16,W/16]"},
                 outputs={"image": "float32 [N,3,H,W] in [0,1]", "labels": "int64 [N,H,W] the receiver's map"}),
             "weights": weights,
+            "map_prior": write_map_prior(model, segmenter, root, out,
+                                         f"python -m gsc_models.train_sqgan --export {args.export} --out {out}"),
         },
         "training": {**training_record(args.train_command or log["command"], log, root,
                                        "CamVid train (367 frames) at 256x192, random crops and flips, label maps "
@@ -304,42 +396,12 @@ def export(args):
                      **({"samm_finetune": {"command": log["samm_finetune"]["command"],
                                            "epochs": len(log["samm_finetune"]["epochs"]),
                                            "minutes": log["samm_finetune"]["epochs"][-1]["minutes"]}}
-                        if log.get("samm_finetune") else {})},
+                        if log.get("samm_finetune") else {}),
+                     "export_command": f"python -m gsc_models.train_sqgan --export {args.export} --out ../models/sqgan"},
         "eval": {"dataset": f"CamVid test, first {len(test_u8)} frames at 256x192", "segmenter": SEGMENTER,
                  "original_miou": round(original, 4), "table": table},
     }
-    rows = "\n".join(f"| {r['masking']} | {r['fraction']:g} | {r['bpp']:.4f} | {r['psnr_db']:.2f} | "
-                     f"{r['ms_ssim']:.3f} | {r['miou']:.3f} | {r['map_miou']:.3f} |" for r in table.values())
-    tr = card["training"]
-    write_card(out, card, f"""# Model card: {NAME}
-
-- Use: the `sqgan` codec (gsc_blocks.core.sqgan): tx.onnx at the transmitter (encoder, SAMM, both
-  quantizers), rx.onnx at the receiver (map decoder, ADM, SPADE decoder).
-- Architecture: {card['architecture']}; {card['parameters']:,} parameters.
-- Latent grid: 1/{DOWNSAMPLE} per side for the image ({cfg['codes']} codewords of {cfg['dim']}, {card['index_bits']}
-  bits per kept index, 1 mask bit per latent) and for the label map ({cfg['map_codes']} codewords of
-  {cfg['map_dim']}, {card['map_index_bits']} bits per index, all sent).
-{data_line(tr)}- Training command (run from `models/`): `{tr['command']}`
-  ({tr['epochs']} of {tr['scheduled_epochs']} scheduled epochs, {tr['minutes']} minutes on this project's
-  2-core CPU machine; no GPU). A reduced model and schedule against the original's 256x512 and its GPU runs.
-{_samm_line(tr)}- Losses: class-weighted L1, MS-SSIM and discriminator feature matching in place of the perceptual loss (no
-  LPIPS/VGG weights offline), the frozen `{SEGMENTER}`'s cross entropy, hinge PatchGAN, codebook commitment
-  {COMMITMENT}; EMA codebooks (0.99) with dead-code restarts.
-- Label maps: `{SEGMENTER}` (weights.npz SHA-256 `{log['segmenter_weights_sha256'][:16]}...`).
-- Export: `python -m gsc_models.train_sqgan --export {args.export} --out ../models/sqgan`
-
-## Eval: {card['eval']['dataset']}
-
-mIoU by `{SEGMENTER}` against the ground truth; originals: {original:.4f}. bpp counts every payload
-bit (both streams, mask, level byte, map length, CRCs) with the map indices packed at
-{card['map_index_bits']} bits; the codec codes the map losslessly when that is smaller, so it sends at
-most this (`bench codec` reports what it sends). "map mIoU" scores the receiver's decoded map itself.
-
-| masking | kept fraction | bpp | PSNR (dB) | MS-SSIM | mIoU | map mIoU |
-| --- | --- | --- | --- | --- | --- | --- |
-{rows}
-
-""", spec.kind)
+    write_card(out, card, card_markdown(card), spec.kind)
     print(json.dumps(card["eval"], indent=1))
     return 0
 
@@ -366,7 +428,11 @@ def main(argv=None):
     p.add_argument("--samm-from", default=None,
                    help="checkpoint: train SAMM alone to rank latents by the error (segmenter cross entropy "
                         "and L1) their masking causes (--epochs, --minutes, --lr); writes checkpoint.pt and train_log.json into --out")
+    p.add_argument("--map-prior", action="store_true",
+                   help="count the map prior of the model exported in --out anew (CamVid train) and update its card")
     args = p.parse_args(argv)
+    if args.map_prior:
+        return rebuild_map_prior(args)
     if args.samm_from:
         return finetune_samm(args)
     return export(args) if args.export else train(args)
