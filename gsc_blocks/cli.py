@@ -70,11 +70,14 @@ def cmd_bench(args) -> int:
         out = args.out or str(REPO / "models" / args.codec / "calibration.json")
         steps = [int(k) for k in args.refine_steps.split(",")] if args.refine_steps else None
         from .bench.calibrate import bench_calibrate
-        table = bench_calibrate(args.codec, None, args.images, args.data, out, refine_steps=steps,
-                                command=args.command_line)
+        dataset = args.dataset or ("camvid" if args.codec.split("-")[0] in ("spic", "cspic", "sqgan") else "cifar10")
+        table = bench_calibrate(args.codec, [float(s) for s in args.snr.split(",")] if args.snr else None,
+                                args.images, args.data, out, refine_steps=steps, command=args.command_line,
+                                dataset=dataset, cbr=args.cbr)
         for rate, entry in table["rates"].items():
             for k, point in entry["steps"].items():
-                print(f"rate {rate} ({entry['symbols']} symbols), {k} refiner steps: PSNR {point['psnr_db']}")
+                print(f"rate {rate} ({entry.get('label', entry['symbols'])}{', ' + entry['sent_as'] if 'sent_as' in entry else ''})"
+                      f", {k} steps: PSNR {point['psnr_db'][-1]} dB at {table['snr_db'][-1]:g} dB SNR")
         print(f"calibration written to {out}")
         return 0
     if args.what == "control":
@@ -184,17 +187,20 @@ def build_parser() -> Parser:
                    "name or index (e.g. 64qam-1/2), or several comma-separated, one curve each")
     b.add_argument("--cbr", default=None, help="link, successive-refinement codecs (deepjscc_sr, swinjscc): CBRs, "
                    "comma-separated, each its own curve (e.g. 1/24,1/12,1/6; default the full rate); with one "
-                   "CBR the digital codecs (separation, spic, cspic) fill the same channel uses")
+                   "CBR the digital codecs (separation, spic, cspic) fill the same channel uses; calibrate: a digital "
+                   "codec's CBR (default its own, 1/6)")
     b.add_argument("--fading", default="none", choices=["none", "rayleigh"],
                    help="link: rayleigh = block fading, one Rayleigh gain per image (same gains on both channels)")
     b.add_argument("--dataset", default=None, choices=["cifar10", "kodak", "camvid"],
-                   help="link: test images (default cifar10); codec: camvid (the only one)")
+                   help="link: test images (default cifar10); codec: camvid (the only one); calibrate: cifar10, "
+                        "or camvid (the default for spic, cspic and sqgan)")
     b.add_argument("--bpp", default=None, help="codec: classical codecs at these bits per pixel (comma-separated; "
                                                "default: a sweep of their quality settings)")
     b.add_argument("--levels", action="append", default=[],
                    help="codec: spic/cspic/sqgan levels, comma-separated (default all); 'cspic=2,3,4' for one codec "
                         "(repeatable)")
-    b.add_argument("--snr", default=None, help="link: channel SNRs (default 0,5,10,15,20); frames: "
+    b.add_argument("--snr", default=None, help="link: channel SNRs (default 0,5,10,15,20); calibrate: "
+                   "(default -10 to 30 in 2.5 dB steps); frames: "
                    "(default -6,-5,-4,-3,-2,-1,0,2)")
     b.add_argument("--frames", type=int, default=200, help="frames: known-symbol frames per SNR")
     b.add_argument("--symbols", type=int, default=512, help="frames: payload symbols per frame (512: a CIFAR "

@@ -36,8 +36,9 @@ class lyapunov_controller(background_worker, gr.basic_block):
             fixed_refine_steps) or greedy (cheapest action expected to meet both targets
             at the reported SNR).
         fixed_rate_index: rate of the fixed policy; -1 = the table's full rate (most symbols).
-        quality_metric: psnr_db, ms_ssim_db (-10 log10(1 - MS-SSIM)) or accuracy_pct
-            (% of images the CIFAR-10 classifier labels right): what Q measures.
+        quality_metric: psnr_db, ms_ssim_db (-10 log10(1 - MS-SSIM)), accuracy_pct (% of
+            images the CIFAR-10 classifier labels right) or miou_pct (CamVid segmenter mIoU, %;
+            no receiver reports it, so each slot is charged the table's expectation): what Q measures.
         fixed_refine_steps: refiner steps of the fixed policy (and of the first image).
         refine_steps: the refiner step counts the other policies may choose (None: all the
             table has).
@@ -177,7 +178,8 @@ class lyapunov_controller(background_worker, gr.basic_block):
                         int(report.get("power_level", self.last_action.power_level)),
                         int(report.get("refine_steps", self.last_action.refine_steps)))
         costs = self.model.costs(action, float(report.get("snr_est_db", 0.0)))
-        measured = report.get({"psnr_db": "psnr_db", "ms_ssim_db": "ms_ssim", "accuracy_pct": "correct"}[self.metric])
+        measured = report.get({"psnr_db": "psnr_db", "ms_ssim_db": "ms_ssim", "accuracy_pct": "correct",
+                               "miou_pct": "miou"}[self.metric])
         if report.get("lost"):
             quality = self.model.lost_quality
             delay = float(report.get("delay_ms", costs.delay_ms))

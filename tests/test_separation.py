@@ -88,3 +88,15 @@ def test_mcs_and_source_codec_names_are_checked():
         mcs_index("256qam")
     with pytest.raises(CodecError, match="source codec 'bpg' is not known"):
         make_codec("separation-bpg")
+
+
+def test_a_payload_sent_again_gives_the_same_symbols_from_the_cache():
+    from gsc_blocks.core.digital import BitPipeline
+    pipe = BitPipeline()
+    payload = bytes(range(200))
+    first = pipe.transmit(payload, 3000, 2)
+    first[:] = 0                                   # the caller's copy, not the cache's
+    again = pipe.transmit(payload, 3000, 2)
+    assert np.array_equal(again, BitPipeline()._transmit(payload, 3000, 2))
+    assert pipe.receive(again, 30.0, 2)[:200] == payload
+    assert not np.array_equal(pipe.transmit(payload[:-1] + b"x", 3000, 2), again)

@@ -212,3 +212,50 @@ def test_link_oracle_picks_the_mcs_by_the_judge_not_by_psnr():
     rate = oracle_mcs(codec, [image], 12.0, mean_image, judge=decoded)
     symbols = codec.encode(image, 12.0, rate)
     assert codec.decode(symbols, *image.shape[:2], 30.0, rate).shape == image.shape
+
+
+def test_calibration_measures_miou_per_mcs_and_the_levels_it_buys(tmp_path):
+    """bench calibrate on CamVid: per MCS the mIoU curve against SNR and the kept fractions the images went at."""
+    from gsc_blocks.bench.calibrate import bench_calibrate
+    from gsc_blocks.core.controller import CalibrationTable
+    data = tmp_path / "data" / "camvid"
+    (data / "test").mkdir(parents=True)
+    (data / "testannot").mkdir()
+    for name in NAMES[:2]:
+        (data / "test" / f"{name}.webp").symlink_to(CAMVID / f"{name}.webp")
+        (data / "testannot" / f"{name}.png").symlink_to(CAMVID / "labels" / f"{name}.png")
+    table = bench_calibrate("sqgan", [-5.0, 25.0], 2, tmp_path / "data", tmp_path / "cal.json", dataset="camvid",
+                            cbr="1/24", work_dir=tmp_path / "work")
+    assert table["dataset"] == "CamVid test, first 2 frames at 256x192" and table["cbr"] == "1/24"
+    rates = table["rates"]
+    assert len(rates) == SqganCodec(cbr=1 / 24).rate_count
+    lost = table["lost"]["miou"]
+    for entry in rates.values():
+        curve = entry["steps"]["0"]["miou"]
+        assert curve[0] == pytest.approx(lost, abs=1e-4)          # -5 dB: every MCS loses both frames
+        assert curve[1] > lost + 0.1                              # 25 dB: both decode
+        assert entry["sent_as"].startswith("level ") and entry["symbols"] == 3 * 192 * 256 // 24
+    # a faster MCS carries more bytes, so the images keep at least as large a fraction of their latents
+    kept = [max(float(part.split("kept ")[1].split(")")[0]) for part in e["sent_as"].split(","))
+            for e in rates.values()]
+    assert kept == sorted(kept) and kept[-1] > kept[0]
+    assert CalibrationTable.load(tmp_path / "cal.json", "miou_pct").quality(len(rates) - 1, 0, 25.0) > 100 * lost
+
+
+def test_the_controller_trades_kept_fraction_for_snr_on_the_shipped_table():
+    """models/sqgan/calibration.json (bench calibrate, CamVid, CBR 1/24): the controller's rate action
+    is the MCS, and with it the kept fraction; a better channel buys a faster MCS and more latents."""
+    from gsc_blocks.core.controller import CalibrationTable, CostModel, greedy_policy
+    table = CalibrationTable.load(MODELS / "sqgan" / "calibration.json", "miou_pct")
+    model = CostModel(table)
+    actions = table.actions([0])
+    choose = greedy_policy(actions, delay_target_ms=1e6, quality_target=1000.0)    # the best expected mIoU
+    low, high = choose(model, 2.0), choose(model, 25.0)
+    assert high.rate_index > low.rate_index
+    assert model.costs(high, 25.0).quality > model.costs(low, 2.0).quality > table.lost_quality
+    assert "kept" in table_entry(high.rate_index)
+
+
+def table_entry(rate_index: int) -> str:
+    import json
+    return json.loads((MODELS / "sqgan" / "calibration.json").read_text())["rates"][str(rate_index)]["sent_as"]

@@ -152,7 +152,8 @@ def plot_control(result, slots, trace, path):
         axes[2].plot(t, steps, ".", ms=1.5, color="tab:orange", label="refiner steps")
         axes[2].legend(fontsize=7, loc="upper right")
     q = np.cumsum([s["quality"] for s in slots]) / (t + 1)
-    unit = {"psnr_db": "PSNR (dB)", "ms_ssim_db": "MS-SSIM (dB)", "accuracy_pct": "accuracy (%)"}[
+    unit = {"psnr_db": "PSNR (dB)", "ms_ssim_db": "MS-SSIM (dB)", "accuracy_pct": "accuracy (%)",
+            "miou_pct": "mIoU (%)"}[
         result["targets"]["quality_metric"]]
     e = np.cumsum([s["energy"] for s in slots]) / (t + 1)
     axes[3].plot(t, q, label=f"running mean {unit}")

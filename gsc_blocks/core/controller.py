@@ -13,8 +13,10 @@ really cost and delivered:
 
 E = transmit power x airtime, D = airtime + decode time, Q = expected quality
 from a calibration table Q(snr, rate, steps) measured by the benchmarks, in one
-of three metrics (QUALITY_METRICS): PSNR (dB), MS-SSIM in dB (-10 log10(1 - MS-SSIM))
-or the semantic accuracy (% of images the classifier labels right). The
+of the metrics of QUALITY_METRICS: PSNR (dB), MS-SSIM in dB (-10 log10(1 - MS-SSIM)),
+the semantic accuracy (% of CIFAR-10 images the classifier labels right) or the
+CamVid segmenter's mIoU (%). For a digital codec the rate is the MCS; for sqgan
+and spic an MCS also sets the level each image goes at (sqgan: the kept fraction). The
 refiner's steps cost decode time and lower PSNR slightly, but raise MS-SSIM and
 accuracy at low SNR: with those metrics decoding effort competes with
 transmit power.
@@ -42,6 +44,7 @@ QUALITY_METRICS = {
     "psnr_db": ("psnr_db", lambda v: v),
     "ms_ssim_db": ("ms_ssim", lambda v: -10.0 * np.log10(np.maximum(1.0 - v, 1e-6))),
     "accuracy_pct": ("accuracy", lambda v: 100.0 * v),
+    "miou_pct": ("miou", lambda v: 100.0 * v),
 }
 
 
@@ -60,9 +63,9 @@ def check_metric(metric: str) -> str:
 class CalibrationTable:
     """Expected quality and costs per action, from `gsc bench calibrate`'s JSON.
 
-    {"snr_db": [..], "lost": {"psnr_db": q, "ms_ssim": q, "accuracy": q},
+    {"snr_db": [..], "lost": {"psnr_db": q, "ms_ssim": q, "accuracy" or "miou": q},
      "rates": {"<rate_index>": {"symbols": n, "steps": {"<steps>":
-      {"psnr_db": [.. one per snr ..], "ms_ssim": [..], "accuracy": [..], "decode_ms": float}}}}}
+      {"psnr_db": [.. one per snr ..], "ms_ssim": [..], "accuracy" or "miou": [..], "decode_ms": float}}}}}
     Quality, in the chosen metric's unit, is interpolated linearly in the effective
     SNR and clamped at the ends. "lost" (the dataset mean image's scores) is what a
     lost image is charged unless the setup says otherwise.
