@@ -15,3 +15,16 @@ MODELS = REPO / "models"
 @pytest.fixture
 def samples():
     return SAMPLES
+
+
+@pytest.fixture
+def camvid_data(tmp_path):
+    """The committed CamVid samples laid out as <datasets>/camvid/test and testannot; -> <datasets>."""
+    camvid = REPO / "tests" / "data" / "camvid"
+    test, annot = tmp_path / "datasets" / "camvid" / "test", tmp_path / "datasets" / "camvid" / "testannot"
+    test.mkdir(parents=True)
+    annot.mkdir()
+    for path in sorted(camvid.glob("*.webp")):
+        (test / path.name).write_bytes(path.read_bytes())
+        (annot / f"{path.stem}.png").write_bytes((camvid / "labels" / f"{path.stem}.png").read_bytes())
+    return tmp_path / "datasets"

@@ -145,22 +145,10 @@ def test_ideal_points_for_several_step_counts_equal_one_point_per_step_count():
     assert together[1]["psnr_db"] != together[0]["psnr_db"] != together[2]["psnr_db"]
 
 
-def _camvid_folder(tmp_path):
-    """The committed CamVid samples laid out as datasets/camvid/test and testannot."""
-    camvid = REPO / "tests" / "data" / "camvid"
-    test, annot = tmp_path / "datasets" / "camvid" / "test", tmp_path / "datasets" / "camvid" / "testannot"
-    test.mkdir(parents=True)
-    annot.mkdir()
-    for path in sorted(camvid.glob("*.webp")):
-        (test / path.name).write_bytes(path.read_bytes())
-        (annot / f"{path.stem}.png").write_bytes((camvid / "labels" / f"{path.stem}.png").read_bytes())
-    return tmp_path / "datasets"
-
-
-def test_bench_codec_writes_the_issue_shape_and_counts_every_bit(tmp_path):
+def test_bench_codec_writes_the_issue_shape_and_counts_every_bit(tmp_path, camvid_data):
     from gsc_blocks.bench.camvid import bench_codec
     from gsc_blocks.core.registry import make_codec
-    data = _camvid_folder(tmp_path)
+    data = camvid_data
     result = bench_codec(["spic", "cspic", "webp"], data_dir=data, json_path=tmp_path / "c.json",
                          plot_path=tmp_path / "c.png", steps_list=(0, 1), levels={"": [0, 3]})
     assert json.loads((tmp_path / "c.json").read_text()) == result and (tmp_path / "c.png").stat().st_size > 0
@@ -190,10 +178,10 @@ def test_bench_codec_writes_the_issue_shape_and_counts_every_bit(tmp_path):
         assert sum(c["extra_bpp_per_class"].values()) == pytest.approx(c["extra_bpp"], abs=5e-5)
 
 
-def test_bench_link_camvid_at_one_cbr_for_every_codec(tmp_path):
+def test_bench_link_camvid_at_one_cbr_for_every_codec(tmp_path, camvid_data):
     """SPIC and swinjscc at CBR 1/24 over both channels, with mIoU; over the link the receiver decodes
     SPIC at that CBR (codec.digital_cbr travels to both processes)."""
-    data = _camvid_folder(tmp_path)
+    data = camvid_data
     result = bench_link("spic,swinjscc", snrs=(15,), n_images=2, data_dir=data, json_path=tmp_path / "l.json",
                         dataset="camvid", cbr="1/24", work_dir=tmp_path / "work", refine_steps="1")
     assert result["cbr"] == pytest.approx(1 / 24) and set(result["accuracy_original"]) == {"miou", "miou_second"}

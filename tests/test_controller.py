@@ -216,6 +216,21 @@ def test_calibration_table_errors_and_default_path(tmp_path):
     assert calibration_path(config).endswith("models/deepjscc_sr/calibration.json")
     config["controller"]["calibration"] = "mine.json"
     assert calibration_path(config) == "mine.json"
+    with pytest.raises(ValueError, match="no miou column, which quality metric miou_pct needs"):
+        CalibrationTable.load(Path(__file__).resolve().parents[1] / "models" / "deepjscc" / "calibration.json",
+                              "miou_pct")
+
+
+def test_a_table_measured_at_another_cbr_is_refused(tmp_path):
+    """models/sqgan/calibration.json prices CBR 1/24: a setup sending sqgan at another CBR is refused
+    before the link starts, naming both CBRs and the fix."""
+    from gsc_blocks.apps.run import run_link
+    from gsc_blocks.core.config import ConfigError
+    setup = Path(__file__).resolve().parents[1] / "radio_config" / "zmq_loopback.yaml"
+    with pytest.raises(ConfigError, match=r"measured at CBR 1/24, but codec.digital_cbr is 0.166667: set "
+                                          r"codec.digital_cbr to 0.0416667 \(1/24\)"):
+        run_link(setup, [], tmp_path, ["codec.name=sqgan", "controller.enabled=true",
+                                       "controller.quality_metric=miou_pct", "controller.quality_target=40"])
 
 
 def test_decisions_average_over_the_recent_snr_spread():
@@ -259,7 +274,7 @@ def test_every_shipped_codec_has_a_calibration_table_for_each_rate(codec):
     from gsc_blocks.core.controller import QUALITY_METRICS
     models = Path(__file__).resolve().parents[1] / "models"
     rates = JSCCCodec(codec, models).rate_count
-    for metric in QUALITY_METRICS:
+    for metric in set(QUALITY_METRICS) - {"miou_pct"}:        # CIFAR-10 tables: accuracy, no mIoU
         table = CalibrationTable.load(models / codec / "calibration.json", metric)
         assert sorted(table.rates) == list(range(rates))
         assert [table.symbols(r) for r in range(rates)] == \

@@ -214,17 +214,11 @@ def test_link_oracle_picks_the_mcs_by_the_judge_not_by_psnr():
     assert codec.decode(symbols, *image.shape[:2], 30.0, rate).shape == image.shape
 
 
-def test_calibration_measures_miou_per_mcs_and_the_levels_it_buys(tmp_path):
+def test_calibration_measures_miou_per_mcs_and_the_levels_it_buys(tmp_path, camvid_data):
     """bench calibrate on CamVid: per MCS the mIoU curve against SNR and the kept fractions the images went at."""
     from gsc_blocks.bench.calibrate import bench_calibrate
     from gsc_blocks.core.controller import CalibrationTable
-    data = tmp_path / "data" / "camvid"
-    (data / "test").mkdir(parents=True)
-    (data / "testannot").mkdir()
-    for name in NAMES[:2]:
-        (data / "test" / f"{name}.webp").symlink_to(CAMVID / f"{name}.webp")
-        (data / "testannot" / f"{name}.png").symlink_to(CAMVID / "labels" / f"{name}.png")
-    table = bench_calibrate("sqgan", [-5.0, 25.0], 2, tmp_path / "data", tmp_path / "cal.json", dataset="camvid",
+    table = bench_calibrate("sqgan", [-5.0, 25.0], 2, camvid_data, tmp_path / "cal.json", dataset="camvid",
                             cbr="1/24", work_dir=tmp_path / "work")
     assert table["dataset"] == "CamVid test, first 2 frames at 256x192" and table["cbr"] == "1/24"
     rates = table["rates"]

@@ -1,4 +1,6 @@
 """TX and RX top blocks from a validated radio setup (see core/config.py)."""
+from pathlib import Path
+
 import pmt
 from gnuradio import blocks, gr, zeromq
 
@@ -43,6 +45,23 @@ def calibration_path(config) -> str:
     return str(find_model(codec["name"], codec["models_dir"] or None) / "calibration.json")
 
 
+def check_calibration_cbr(config):
+    """A table measured at one CBR (a digital codec's, `bench calibrate --cbr`) prices the
+    airtime and quality of that CBR only: refuse a setup whose codec.digital_cbr differs."""
+    import json
+    from fractions import Fraction
+    path = calibration_path(config)
+    try:
+        measured = json.loads(Path(path).read_text()).get("cbr")
+    except (OSError, ValueError):
+        return                                   # CalibrationTable.load names a missing or broken table
+    setup = config["codec"]["digital_cbr"]
+    if measured and Fraction(str(measured)).limit_denominator(1000) != Fraction(setup).limit_denominator(1000):
+        raise ValueError(f"{path} was measured at CBR {measured}, but codec.digital_cbr is {setup:.6g}: set "
+                         f"codec.digital_cbr to {float(Fraction(str(measured))):.6g} ({measured}), or calibrate at "
+                         f"this CBR with `scripts/gsc bench calibrate --codec {config['codec']['name']} --cbr ...`")
+
+
 class tx_top(gr.top_block):
     """image_source -> semantic_encoder -> ofdm_analog_tx -> [channel] -> ZMQ PUSH | USRP sink."""
 
@@ -66,6 +85,7 @@ class tx_top(gr.top_block):
         self.msg_connect(self.encoder, "events", self.events, "store")
         self.controller = None
         if ctrl["enabled"]:
+            check_calibration_cbr(config)
             self.controller = lyapunov_controller(
                 calibration_path(config), ctrl["V"], ctrl["delay_target_ms"], ctrl["quality_target"],
                 ctrl["power_levels"], ctrl["policy"], ctrl["fixed_power_level"], config["channel"]["snr_db"],

@@ -199,6 +199,12 @@ def run_link(config_path, images, out_dir, overrides=(), timeout_s=600, quiet=Tr
         codec.check_rate(config["codec"]["rate_index"])
     except ValueError as err:
         raise ConfigError(f"{config_path}: key codec.rate_index: {err}") from None
+    if config["controller"]["enabled"]:
+        from .flowgraphs import check_calibration_cbr
+        try:
+            check_calibration_cbr(config)
+        except ValueError as err:
+            raise ConfigError(f"{config_path}: {err}") from None
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if not isinstance(images, (str, Path)):

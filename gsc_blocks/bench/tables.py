@@ -110,19 +110,27 @@ def control_section(name: str, result: dict) -> list[str]:
 
 
 def calibrate_section(name: str, table: dict, snrs=(0.0, 10.0, 20.0)) -> list[str]:
-    lines = [f"## {name}", "", f"{table['dataset']}, {table['channel']}; refiner model: {table.get('refiner') or 'none'}; "
-             f"a lost image is charged PSNR {table['lost']['psnr_db']} dB, accuracy {table['lost']['accuracy']}.", ""]
+    """One codec's table: PSNR and the semantic score (CIFAR-10 accuracy, CamVid mIoU) at a few SNRs;
+    a digital codec's rates are MCSs, with the levels its images went at."""
+    key, label = ("miou", "mIoU") if "miou" in table["lost"] else ("accuracy", "accuracy")
+    lines = [f"## {name}", "", f"{table['dataset']}, {table['channel']}"
+             f"{', CBR ' + table['cbr'] if table.get('cbr') else ''}; refiner model: {table.get('refiner') or 'none'}; "
+             f"a lost image is charged PSNR {table['lost']['psnr_db']} dB, {label} {table['lost'][key]}.", ""]
     if table.get("provenance"):
         lines += _provenance_lines(table) + [""]
     columns = [s for s in snrs if s in table["snr_db"]]
-    head = " | ".join(f"PSNR {s:g} dB | accuracy {s:g} dB" for s in columns)
-    lines += [f"| rate | symbols | refiner steps | {head} | decode (ms) |",
-              "| --- | --- | --- |" + " --- |" * (2 * len(columns) + 1)]
+    sent = any("sent_as" in e for e in table["rates"].values())
+    head = " | ".join(f"PSNR {s:g} dB | {label} {s:g} dB" for s in columns)
+    lines += [f"| rate | symbols | {'sent as | ' if sent else ''}refiner steps | {head} | decode (ms) |",
+              "| --- | --- | --- |" + " --- |" * (2 * len(columns) + 1 + sent)]
     for rate, entry in table["rates"].items():
         for steps, point in entry["steps"].items():
             cells = " | ".join(f"{point['psnr_db'][table['snr_db'].index(s)]:.2f} | "
-                               f"{point['accuracy'][table['snr_db'].index(s)]:.3f}" for s in columns)
-            lines.append(f"| {rate} | {entry['symbols']} | {steps} | {cells} | {point['decode_ms']:.1f} |")
+                               f"{point[key][table['snr_db'].index(s)]:.3f}" for s in columns)
+            decode = "n/a" if point["decode_ms"] is None else f"{point['decode_ms']:.1f}"
+            rate_cell = f"{rate} ({entry['label']})" if sent and "label" in entry else rate
+            sent_cell = f"{entry.get('sent_as', '').replace(',', ', ')} | " if sent else ""
+            lines.append(f"| {rate_cell} | {entry['symbols']} | {sent_cell}{steps} | {cells} | {decode} |")
     return lines + [""]
 
 
