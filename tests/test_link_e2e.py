@@ -156,3 +156,33 @@ def test_sqgan_over_the_link(tmp_path):
     rows = account(out)
     assert [r["status"] for r in rows] == ["decoded"] * 3, rows
     assert all(r["psnr_db"] > 15.0 for r in rows)
+
+
+def test_sqgan_closed_loop_chooses_the_mcs_and_with_it_the_kept_fraction(tmp_path):
+    """The controller on SQ-GAN's CamVid table (miou_pct, CBR 1/24) over the real link: after a
+    report of -1 dB it sends at BPSK 1/4, which carries kept fraction 0.2, and after one of 25 dB
+    at a faster MCS, which carries every latent; each decoded slot is charged the table's mIoU
+    (the receiver has no label maps to measure it), and every frame is accounted for."""
+    from gsc_blocks.core.controller import write_trace
+    frames = sorted((Path(__file__).resolve().parent / "data" / "camvid").glob("*.webp"))
+    snrs = [25.0, 25.0, -1.0, -1.0, -1.0, 25.0, 25.0]
+    trace = tmp_path / "trace.csv"
+    write_trace(trace, np.array(snrs))
+    table = json.loads((Path(__file__).resolve().parents[1] / "models" / "sqgan" / "calibration.json").read_text())
+    out = run_link(CONFIG, (frames * 3)[:len(snrs)], tmp_path / "loop",
+                   ["codec.name=sqgan", f"codec.digital_cbr={1 / 24}", "controller.enabled=true",
+                    "controller.policy=greedy", "controller.quality_metric=miou_pct",
+                    "controller.quality_target=100", f"channel.snr_trace={trace}", "controller.slot_timeout_s=3"],
+                   timeout_s=240)
+    slots = {s["image_id"]: s for s in map(json.loads, (out / "tx_controller.jsonl").read_text().splitlines())}
+    rows = account(out)
+    assert len(slots) == len(rows) == len(snrs)
+    assert all(r["status"] == "decoded" or r["reason"] for r in rows)
+    # an unreachable target: each slot takes the best expected mIoU at the SNR reported for the slot before
+    for k in (3, 4, 5):
+        assert slots[k]["rate_index"] == 0 and "kept 0.2" in table["rates"]["0"]["sent_as"]
+    for k in (1, 2, 6):
+        assert slots[k]["rate_index"] >= 1 and table["rates"][str(slots[k]["rate_index"])]["sent_as"] == "level 7 (kept 1):30"
+    for k in (1, 3, 4, 6):                   # sent at 25 dB, or at BPSK 1/4 at -1 dB: decoded
+        assert rows[k]["status"] == "decoded", rows[k]
+        assert 100 * table["lost"]["miou"] < slots[k]["quality"] <= 100
