@@ -70,7 +70,8 @@ def cmd_bench(args) -> int:
         out = args.out or str(REPO / "models" / args.codec / "calibration.json")
         steps = [int(k) for k in args.refine_steps.split(",")] if args.refine_steps else None
         from .bench.calibrate import bench_calibrate
-        dataset = args.dataset or ("camvid" if args.codec.split("-")[0] in ("spic", "cspic", "sqgan") else "cifar10")
+        from .bench.control import CAMVID_CODECS
+        dataset = args.dataset or ("camvid" if args.codec.split("-")[0] in CAMVID_CODECS else "cifar10")
         table = bench_calibrate(args.codec, [float(s) for s in args.snr.split(",")] if args.snr else None,
                                 args.images, args.data, out, refine_steps=steps, command=args.command_line,
                                 dataset=dataset, cbr=args.cbr)
@@ -91,7 +92,7 @@ def cmd_bench(args) -> int:
                                v_sweep=v_sweep, fixed_levels=levels, codec=args.codec,
                                quality_metric=args.quality_metric, quality_target=args.quality_target,
                                overrides=args.set, work_dir=args.work_dir or "out/bench_control",
-                               command=args.command_line)
+                               command=args.command_line, dataset=args.dataset)
         print(_json.dumps({k: v for k, v in result.items() if k != "trace"}, indent=1))
         return 0
     if args.what == "frames":
@@ -192,8 +193,8 @@ def build_parser() -> Parser:
     b.add_argument("--fading", default="none", choices=["none", "rayleigh"],
                    help="link: rayleigh = block fading, one Rayleigh gain per image (same gains on both channels)")
     b.add_argument("--dataset", default=None, choices=["cifar10", "kodak", "camvid"],
-                   help="link: test images (default cifar10); codec: camvid (the only one); calibrate: cifar10, "
-                        "or camvid (the default for spic, cspic and sqgan)")
+                   help="link: test images (default cifar10); codec: camvid (the only one); calibrate, control: "
+                        "cifar10, or camvid (the default for spic, cspic and sqgan)")
     b.add_argument("--bpp", default=None, help="codec: classical codecs at these bits per pixel (comma-separated; "
                                                "default: a sweep of their quality settings)")
     b.add_argument("--levels", action="append", default=[],

@@ -11,6 +11,9 @@ from .core.models import CodecError
 from .core.reassembly import Reassembler
 from .core.refiner import Refiner, refiner_name_for
 from .core.registry import codec_for_id
+
+# what a lost image's report carries from its header (when known): the controller's next decision needs the SNR
+LOST_REPORT_KEYS = ("snr_est_db", "snr_eff_db", "power_level", "rate_index", "refine_steps")
 from .pdu_util import make_pdu, split_pdu
 from .worker import background_worker
 
@@ -42,7 +45,10 @@ class semantic_decoder(background_worker, gr.basic_block):
 
     Message ports: in (fragments), flush (decode everything pending), control (dict
     with refine_steps, from the next image on), out (images), events (images that
-    could not be decoded, with the reason).
+    could not be decoded, with the reason), report (the same images as a closed
+    loop's lost-image report: lost, the reason and the header's SNR estimates and
+    action, so the controller learns of the channel at once rather than at the
+    slot's timeout).
     """
 
     def __init__(self, models_dir="", reassembly_timeout_s=2.0, refine_steps=-1, digital_cbr=1 / 6):
@@ -61,7 +67,7 @@ class semantic_decoder(background_worker, gr.basic_block):
         self.images_out = 0
         for port in ("in", "flush", "control"):
             self.message_port_register_in(pmt.intern(port))
-        for port in ("out", "events"):
+        for port in ("out", "events", "report"):
             self.message_port_register_out(pmt.intern(port))
         self.set_msg_handler(pmt.intern("in"), self.handle_fragment)
         self.set_msg_handler(pmt.intern("flush"), self.handle_flush)
@@ -208,6 +214,10 @@ class semantic_decoder(background_worker, gr.basic_block):
             gr.log.error(f"gsc semantic_decoder: image {meta.get('image_id')}: {err}")
             self.message_port_pub(pmt.intern("events"), pmt.to_pmt(
                 {"event": "decode_failed", "image_id": int(meta.get("image_id", -1)), "reason": str(err)}))
+            self.message_port_pub(pmt.intern("report"), pmt.to_pmt(
+                {"lost": True, "image_id": int(meta.get("image_id", -1)), "reason": str(err),
+                 **{k: meta[k] for k in LOST_REPORT_KEYS
+                    if isinstance(meta.get(k), (int, float, np.number)) and np.isfinite(meta[k])}}))
             return
         self.decode_ms.append(meta["decode_ms"])
         meta.update({"codec": codec.name, "t_decoded": time.time()})

@@ -194,3 +194,24 @@ def test_bench_link_camvid_at_one_cbr_for_every_codec(tmp_path, camvid_data):
     assert spic_link["payload_bytes"] == at_1_24.capacity(192, 256, spic_link["rate_index"]) + 4
     assert spic_link["psnr_db"] == pytest.approx(points[("spic", "awgn_ideal")]["psnr_db"], abs=0.01)
     assert all(0 <= p["miou"] <= 1 for p in result["points"])
+
+
+def test_bench_control_on_camvid_runs_sqgan_with_miou_and_its_kept_fractions(tmp_path, camvid_data):
+    """bench control with SQ-GAN: CamVid frames (repeated to the slot count) through the closed loop at
+    the table's CBR, each slot charged in mIoU %, each frame sent at an MCS of SQ-GAN's table."""
+    from gsc_blocks.bench.control import bench_control
+    result = bench_control(n_images=4, data_dir=camvid_data, work_dir=tmp_path / "work", fixed_levels=(),
+                           json_path=tmp_path / "control.json", codec="sqgan", quality_metric="miou_pct",
+                           quality_target=34.0, overrides=[f"codec.digital_cbr={1 / 24}",
+                                                           "controller.delay_target_ms=150",
+                                                           "controller.slot_timeout_s=3"])
+    assert result["dataset"] == "camvid" and result["codec"] == "sqgan"
+    assert result["model"]["calibration"].endswith("sqgan/calibration.json")
+    table = json.loads((REPO / "models" / "sqgan" / "calibration.json").read_text())
+    for policy in ("lyapunov", "greedy"):
+        assert result["policies"][policy]["n_images"] == 4
+        slots = [json.loads(line) for line in (tmp_path / "work" / policy / "tx_controller.jsonl").read_text()
+                 .splitlines()]
+        assert len(slots) == 4 and all(s["quality_metric"] == "miou_pct" for s in slots)
+        assert all(str(s["rate_index"]) in table["rates"] for s in slots if not s.get("lost"))
+        assert all(100 * table["lost"]["miou"] <= s["quality"] <= 100 for s in slots)

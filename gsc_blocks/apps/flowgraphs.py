@@ -154,6 +154,7 @@ class rx_top(gr.top_block):
         if config["controller"]["enabled"]:
             self.reports = zeromq.pub_msg_sink(config["controller"]["report_address"], ZMQ_TIMEOUT_MS, True)
             self.msg_connect(self.sink, "report", self.reports, "in")
+            self.msg_connect(self.decoder, "report", self.reports, "in")     # images that failed to decode
 
     def event_list(self):
         return [pmt.to_python(self.events.get_message(i)) for i in range(self.events.num_messages())]

@@ -10,6 +10,8 @@ from ..apps.run import run_link
 from ..core.models import sha256_file
 from .common import DEFAULT_DATA, cifar_test_images, load_setup, models_of, provenance, write_json
 
+CAMVID_CODECS = ("spic", "cspic", "sqgan")
+
 
 def _policy_summary(folder: Path, targets: dict) -> dict:
     slots = [json.loads(l) for l in (folder / "tx_controller.jsonl").read_text().splitlines() if l.strip()]
@@ -60,11 +62,12 @@ def model_bound(config, trace, overrides=()) -> dict:
 
 def bench_control(trace_path=None, n_images=2000, V=2e4, data_dir=None, config="radio_config/zmq_loopback.yaml",
                   json_path=None, plot_path=None, work_dir="out/bench_control", v_sweep=(), fixed_levels=(0,),
-                  codec=None, quality_metric=None, quality_target=None, overrides=(), command=None):
+                  codec=None, quality_metric=None, quality_target=None, overrides=(), command=None, dataset=None):
     """The closed loop over the real two-process link under an SNR trace, per policy
     (codec: the setup's codec.name unless given; its calibration table sets the actions;
     quality_metric, quality_target: the setup's controller keys unless given; overrides:
-    KEY=VALUE setup changes for every run)."""
+    KEY=VALUE setup changes for every run; dataset: cifar10, or camvid (the default for the
+    CamVid codecs: the test frames at 256x192, in order, repeated to n_images))."""
     from ..apps.flowgraphs import calibration_path
     from ..core.config import load_config
     from ..core.controller import jakes_snr_trace, read_trace, write_trace
@@ -86,7 +89,13 @@ def bench_control(trace_path=None, n_images=2000, V=2e4, data_dir=None, config="
     base = setup_cfg["controller"]
     targets = {"delay_ms": base["delay_target_ms"], "quality": base["quality_target"],
                "quality_metric": base["quality_metric"]}
-    files = cifar_test_images(Path(data_dir or DEFAULT_DATA), n_images)
+    dataset = dataset or ("camvid" if setup_cfg["codec"]["name"].split("-")[0] in CAMVID_CODECS else "cifar10")
+    if dataset == "camvid":
+        from .camvid import camvid_files
+        frames = camvid_files(data_dir and Path(data_dir), None, work)
+        files = (frames * -(-n_images // len(frames)))[:n_images]
+    else:
+        files = cifar_test_images(Path(data_dir or DEFAULT_DATA), n_images)
     common = ["controller.enabled=true", f"channel.snr_trace={trace_path}", f"controller.V={V}", *setup]
     runs = [("lyapunov", ["controller.policy=lyapunov"]), ("greedy", ["controller.policy=greedy"])]
     runs += [(f"fixed_{lvl}", ["controller.policy=fixed", f"controller.fixed_power_level={lvl}"]) for lvl in fixed_levels]
@@ -96,7 +105,7 @@ def bench_control(trace_path=None, n_images=2000, V=2e4, data_dir=None, config="
                      Classifier() if base["quality_metric"] == "accuracy_pct" else None)
     used["calibration"] = {"table": sha256_file(calibration_path(setup_cfg))}
     result = {"provenance": provenance(command, load_setup(config, common), used),
-              "codec": codec_obj.name, "targets": targets, "V": V, "setup": setup,
+              "codec": codec_obj.name, "dataset": dataset, "targets": targets, "V": V, "setup": setup,
               "trace": str(trace_path), "policies": {}, "fixed": {}, "v_sweep": {}}
     slots_by_run = {}
     for name, extra in tqdm(runs, desc="bench control", unit="run"):
