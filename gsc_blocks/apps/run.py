@@ -180,6 +180,9 @@ class LinkError(RuntimeError):
     pass
 
 
+IDLE_SLOTS = 40          # closed loop: the receiver stops after this many slot timeouts without a frame
+
+
 def run_link(config_path, images, out_dir, overrides=(), timeout_s=600, quiet=True) -> Path:
     """RX and TX as two processes over ZMQ; returns the output folder when both ended.
 
@@ -215,8 +218,12 @@ def run_link(config_path, images, out_dir, overrides=(), timeout_s=600, quiet=Tr
     python = sys.executable
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     with open(out / "rx.log", "w") as rx_log, open(out / "tx.log", "w") as tx_log:
-        rx = subprocess.Popen([python, "-m", "gsc_blocks.apps.run", "rx"] + common, stdout=rx_log,
-                              stderr=subprocess.STDOUT, env=env)
+        # In a closed loop a fade can hide frame after frame from the receiver while the controller
+        # waits out each slot's timeout: the receiver's idle stop must outlast a long run of them.
+        idle = max(10.0, IDLE_SLOTS * config["controller"]["slot_timeout_s"]) if config["controller"]["enabled"] \
+            else 10.0
+        rx = subprocess.Popen([python, "-m", "gsc_blocks.apps.run", "rx"] + common + ["--idle", f"{idle:g}"],
+                              stdout=rx_log, stderr=subprocess.STDOUT, env=env)
         tx = subprocess.Popen([python, "-m", "gsc_blocks.apps.run", "tx"] + common + ["--images", str(images)],
                               stdout=tx_log, stderr=subprocess.STDOUT, env=env)
         try:
