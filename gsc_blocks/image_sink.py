@@ -13,19 +13,20 @@ from .pdu_util import split_pdu
 
 
 def read_manifest(path) -> dict:
-    """TX manifest JSONL -> {image_id: record}; the last record of an id wins."""
+    """TX manifest JSONL -> {(session, image_id): record}; the last record of a key wins
+    (a transmitter restarted into the same folder appends under a new session)."""
     records = {}
     path = Path(path)
     if path.is_file():
         for line in path.read_text().splitlines():
             if line.strip():
                 record = json.loads(line)
-                records[int(record["image_id"])] = record
+                records[(int(record.get("session", 0)), int(record["image_id"]))] = record
     return records
 
 
 class image_sink(gr.basic_block):
-    """Writes each received image as <out_dir>/rx_<id>_<name>.png and one JSONL line
+    """Writes each received image as <out_dir>/rx_<session>_<id>_<name>.png and one JSONL line
     (header fields, SNR estimates, fragments lost, decode time and, where the
     TX manifest names the original, PSNR and MS-SSIM against it).
 
@@ -61,14 +62,16 @@ class image_sink(gr.basic_block):
         h, w = int(meta["height"]), int(meta["width"])
         image = np.asarray(pixels, np.uint8).reshape(h, w, 3)
         image_id = int(meta["image_id"])
+        key = (int(meta.get("session", 0)), image_id)
         record = {k: (float(v) if isinstance(v, (np.floating, float)) else v) for k, v in meta.items()
                   if isinstance(v, (int, float, str, np.integer, np.floating))}
         record["fragments_missing"] = [int(i) for i in meta.get("fragments_missing", [])]
-        if self.manifest and image_id not in self.references:
+        record["fragments_damaged"] = [int(i) for i in meta.get("fragments_damaged", [])]
+        if self.manifest and key not in self.references:
             self.references = read_manifest(self.manifest)   # the TX appends as it goes
-        reference = self.references.get(image_id)
+        reference = self.references.get(key)
         name = reference["name"] if reference else f"{image_id}"
-        record["file"] = f"rx_{image_id:05d}_{name}.png"
+        record["file"] = f"rx_{key[0]:04d}_{image_id:05d}_{name}.png"
         save_png(self.out_dir / record["file"], image)
         if reference and reference.get("status") == "sent":
             try:
@@ -84,7 +87,7 @@ class image_sink(gr.basic_block):
             self.received.append(record)
             with self.log_path.open("a") as fh:
                 fh.write(json.dumps(record) + "\n")
-        report = {k: record[k] for k in ("image_id", "slot", "snr_est_db", "snr_eff_db", "decode_ms",
+        report = {k: record[k] for k in ("image_id", "session", "user", "slot", "snr_est_db", "snr_eff_db", "decode_ms",
                                          "power_level", "rate_index", "refine_steps", "psnr_db", "ms_ssim",
                                          "correct") if k in record}
         self.message_port_pub(pmt.intern("report"), pmt.to_pmt(report))

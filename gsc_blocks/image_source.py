@@ -8,6 +8,7 @@ import numpy as np
 import pmt
 from gnuradio import gr
 
+from .core.frame import MAX_USERS, SESSION_BITS, new_session
 from .core.images import ImageError, list_images, load_image
 from .pdu_util import make_pdu
 from .worker import background_worker
@@ -24,14 +25,23 @@ class image_source(background_worker, gr.basic_block):
         start_delay_s: wait after start() before the first image (lets a receiver connect).
         paced: send the first image, then one more per message on 'next' (a closed
             loop sends the next image once the last one is reported).
+        session: the transmission's session id in every header and manifest record
+            (-1: drawn at random at construction, so a restarted transmitter is told apart).
+        user: the transmitter's user id (0..7) in every header and manifest record.
     A file that cannot be decoded is reported in the manifest and on 'events'; the
     rest of the batch still goes out. After the last image an end-of-stream PDU (meta
     end_of_stream, images, next_image_id; no pixels) goes out on 'out', from which the
     encoder makes the end-of-stream frame, and a 'done' event is sent.
     """
 
-    def __init__(self, paths=(), first_id=0, interval_s=0.0, manifest="", start_delay_s=0.0, paced=False):
+    def __init__(self, paths=(), first_id=0, interval_s=0.0, manifest="", start_delay_s=0.0, paced=False,
+                 session=-1, user=0):
         gr.basic_block.__init__(self, name="gsc_image_source", in_sig=None, out_sig=None)
+        self.session = new_session() if int(session) < 0 else int(session)
+        self.user = int(user)
+        if self.session >= 1 << SESSION_BITS or not 0 <= self.user < MAX_USERS:
+            raise ValueError(f"session {session} must be -1 or 0..{(1 << SESSION_BITS) - 1}, "
+                             f"user {user} 0..{MAX_USERS - 1}")
         if isinstance(paths, (str, Path)):
             paths = list_images(paths)
         self.paths = [Path(p) for p in paths]
@@ -73,24 +83,25 @@ class image_source(background_worker, gr.basic_block):
                 image = load_image(path)
             except ImageError as err:
                 gr.log.error(f"gsc image_source: {err}")
-                self._record({"image_id": image_id, "name": path.stem, "path": str(path),
-                              "status": "rejected", "reason": str(err)})
+                self._record({"image_id": image_id, "session": self.session, "user": self.user,
+                              "name": path.stem, "path": str(path), "status": "rejected", "reason": str(err)})
                 self.message_port_pub(pmt.intern("events"), pmt.to_pmt(
                     {"event": "rejected", "image_id": image_id, "reason": str(err)}))
                 continue
             h, w = image.shape[:2]
-            self._record({"image_id": image_id, "slot": offset, "name": path.stem, "path": str(path), "status": "sent",
-                          "height": h, "width": w, "t_sent": time.time()})
+            self._record({"image_id": image_id, "session": self.session, "user": self.user, "slot": offset,
+                          "name": path.stem, "path": str(path), "status": "sent", "height": h, "width": w,
+                          "t_sent": time.time()})
             self.message_port_pub(pmt.intern("out"), make_pdu(
-                {"image_id": image_id, "slot": offset, "name": path.stem, "height": h, "width": w,
-                 "t_sent": time.time()},
+                {"image_id": image_id, "session": self.session, "user": self.user, "slot": offset,
+                 "name": path.stem, "height": h, "width": w, "t_sent": time.time()},
                 np.ascontiguousarray(image).reshape(-1)))
             if self.interval_s:
                 self._stop.wait(self.interval_s)
         if not self._stop.is_set():
             # Tells the encoder to close the stream with an end-of-stream frame.
             self.message_port_pub(pmt.intern("out"), make_pdu(
-                {"end_of_stream": True, "images": len(self.paths),
+                {"end_of_stream": True, "images": len(self.paths), "session": self.session, "user": self.user,
                  "next_image_id": (self.first_id + len(self.paths)) % 65536}, np.zeros(0, np.uint8)))
         self.message_port_pub(pmt.intern("events"), pmt.to_pmt({"event": "done", "images": len(self.paths)}))
         self.finished.set()

@@ -5,7 +5,7 @@ import numpy as np
 import pmt
 from gnuradio import blocks, digital, fft, gr, pdu
 
-from .core.frame import HEADER_OFDM_SYMBOLS, FrameHeader, HeaderCodec, Numerology, power_gain
+from .core.frame import HEADER_DEFAULTS, HEADER_OFDM_SYMBOLS, FrameHeader, HeaderCodec, Numerology, power_gain
 from .pdu_util import make_pdu, split_pdu
 
 LENGTH_TAG = "packet_len"
@@ -36,7 +36,7 @@ class frame_builder(gr.basic_block):
 
     def handle(self, msg):
         meta, payload = split_pdu(msg)
-        names = FrameHeader.__dataclass_fields__
+        names = [name for name in FrameHeader.__dataclass_fields__ if name in meta or name not in HEADER_DEFAULTS]
         missing = [name for name in names if name not in meta]
         if missing:
             gr.log.error(f"gsc frame_builder: fragment PDU lacks {missing}; dropped")

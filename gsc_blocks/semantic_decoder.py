@@ -213,9 +213,12 @@ class semantic_decoder(background_worker, gr.basic_block):
         except (CodecError, ValueError) as err:
             gr.log.error(f"gsc semantic_decoder: image {meta.get('image_id')}: {err}")
             self.message_port_pub(pmt.intern("events"), pmt.to_pmt(
-                {"event": "decode_failed", "image_id": int(meta.get("image_id", -1)), "reason": str(err)}))
+                {"event": "decode_failed", "image_id": int(meta.get("image_id", -1)), "reason": str(err),
+                 "session": int(meta.get("session", 0)), "user": int(meta.get("user", 0)),
+                 "fragments_lost": int(meta.get("fragments_lost", 0))}))
             self.message_port_pub(pmt.intern("report"), pmt.to_pmt(
                 {"lost": True, "image_id": int(meta.get("image_id", -1)), "reason": str(err),
+                 "session": int(meta.get("session", 0)),
                  **{k: meta[k] for k in LOST_REPORT_KEYS
                     if isinstance(meta.get(k), (int, float, np.number)) and np.isfinite(meta[k])}}))
             return

@@ -86,10 +86,12 @@ class semantic_encoder(gr.basic_block):
         with self.lock:
             self.settings["snr_db"] = float(snr_db)
 
-    def _event(self, image_id, reason):
+    def _event(self, meta, reason):
+        image_id = int(meta.get("image_id", -1))
         gr.log.error(f"gsc semantic_encoder: image {image_id}: {reason}")
         self.message_port_pub(pmt.intern("events"), pmt.to_pmt(
-            {"event": "encode_failed", "image_id": image_id, "reason": reason}))
+            {"event": "encode_failed", "image_id": image_id, "reason": reason,
+             "session": int(meta.get("session", 0)), "user": int(meta.get("user", 0))}))
 
     def handle_image(self, msg):
         meta, pixels = split_pdu(msg)
@@ -103,7 +105,8 @@ class semantic_encoder(gr.basic_block):
 
     def _end_of_stream(self, meta):
         """The end-of-stream control frame, END_OF_STREAM_COPIES times (a receiver needs one)."""
-        header = end_of_stream_meta(int(meta.get("next_image_id", 0)))
+        header = end_of_stream_meta(int(meta.get("next_image_id", 0)), int(meta.get("session", 0)),
+                                    int(meta.get("user", 0)))
         for _ in range(END_OF_STREAM_COPIES):
             self.fragments_out += 1
             self.message_port_pub(pmt.intern("out"), make_pdu(header, control_payload()))
@@ -120,25 +123,26 @@ class semantic_encoder(gr.basic_block):
             if h > 4092 or w > 4092:
                 raise ValueError(f"image is {w}x{h}: the frame header carries at most 4092x4092")
         except ValueError as err:
-            self._event(image_id, str(err))
+            self._event(meta, str(err))
             return
         start = time.perf_counter()
         try:
             symbols = codec.encode(image, settings["snr_db"], settings["rate_index"])
         except (ValueError, CodecError) as err:
-            self._event(image_id, str(err))
+            self._event(meta, str(err))
             return
         self.encode_ms.append((time.perf_counter() - start) * 1e3)
         parts = fragment(symbols, self.max_fragment_symbols)
         if len(parts) > 4096:
-            self._event(image_id, f"{len(parts)} fragments exceed the header's 4096; raise max_fragment_symbols")
+            self._event(meta, f"{len(parts)} fragments exceed the header's 4096; raise max_fragment_symbols")
             return
         self.images_encoded += 1
         for index, part in enumerate(parts):
             header = {"image_id": image_id, "fragment_index": index, "fragment_count": len(parts),
                       "codec_id": codec.codec_id, "rate_index": settings["rate_index"],
                       "power_level": settings["power_level"], "refine_steps": settings["refine_steps"],
-                      "payload_symbols": int(part.size), "height": h, "width": w}
+                      "payload_symbols": int(part.size), "height": h, "width": w,
+                      "session": int(meta.get("session", 0)), "user": int(meta.get("user", 0))}
             if "slot" in meta:
                 header["slot"] = int(meta["slot"])
             self.fragments_out += 1

@@ -6,7 +6,8 @@ from gsc_blocks.core.frame import (HEADER_OFDM_SYMBOLS, FrameHeader, HeaderCodec
                                    power_gain)
 
 HEADER = FrameHeader(image_id=513, fragment_index=3, fragment_count=41, codec_id=1, rate_index=2,
-                     power_level=1, refine_steps=4, payload_symbols=4796, height=512, width=768)
+                     power_level=1, refine_steps=4, payload_symbols=4796, height=512, width=768, session=1001,
+                     user=5)
 
 
 def test_header_round_trip():
@@ -15,6 +16,7 @@ def test_header_round_trip():
     assert symbols.shape == (HEADER_OFDM_SYMBOLS * 48,)
     assert set(np.unique(symbols.real)) <= {-1.0, 1.0}
     assert codec.decode(2.0 * symbols.real) == HEADER
+    assert codec.decode(2.0 * symbols.real).session == 1001 and codec.decode(2.0 * symbols.real).user == 5
 
 
 def test_crc_rejects_a_corrupted_header():

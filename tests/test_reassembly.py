@@ -36,3 +36,36 @@ def test_complete_image_is_released_at_once_with_mean_noise_snr():
     (image,) = r.add(_meta(0, 2, snr=20.0), parts[0], now=0.1)
     assert image.meta["fragments_lost"] == 0
     assert abs(image.snr_eff_db - (-10 * np.log10((0.1 + 0.01) / 2))) < 1e-6
+
+
+def test_damaged_fragments_are_erasures_and_never_count_as_received():
+    """A fragment of the wrong size, or indexed beyond the image's fragment count, is
+    zero-filled and listed as damaged: it never counts as received."""
+    total = 2048
+    parts = fragment(np.ones(total, np.complex64), 1024)
+    r = Reassembler(timeout_s=1.0, image_symbols=lambda meta: total)
+    assert r.add(_meta(5, 2), parts[1], now=0.0) == [] and not r.pending   # of no image: dropped
+    assert r.add(_meta(0, 2), parts[0], now=0.1) == []
+    assert r.add(_meta(5, 2), parts[1], now=0.2) == []                # index beyond the count
+    (image,) = r.add(_meta(1, 2), parts[1][:100], now=0.3)            # truncated
+    assert image.meta["fragments_received"] == 1 and image.meta["fragments_lost"] == 1
+    assert image.meta["fragments_missing"] == [1] and image.meta["fragments_damaged"] == [1, 5]
+    assert np.all(image.symbols[1024:] == 0) and np.all(image.symbols[:1024] == 1)
+
+
+def test_a_restarted_transmitter_or_another_rate_never_merges_with_the_run_before():
+    """Same image id, another session (a restarted transmitter) or another rate or fragment
+    count: two images, each complete on its own."""
+    total = 2048
+    parts = fragment(np.ones(total, np.complex64), 1024)
+    r = Reassembler(timeout_s=5.0, image_symbols=lambda meta: total // (1 + int(meta["rate_index"])))
+    assert r.add(_meta(0, 2) | {"session": 3}, parts[0], now=0.0) == []
+    assert r.add(_meta(0, 2) | {"session": 4}, parts[0] * 2, now=0.1) == []
+    half = fragment(np.ones(total // 2, np.complex64), 1024)
+    (other_rate,) = r.add(_meta(0, 1) | {"session": 4, "rate_index": 1}, half[0], now=0.2)
+    assert other_rate.symbols.size == 1024 and other_rate.meta["fragments_lost"] == 0
+    (first,) = r.add(_meta(1, 2) | {"session": 3}, parts[1], now=0.3)
+    (second,) = r.add(_meta(1, 2) | {"session": 4}, parts[1] * 2, now=0.4)
+    assert first.meta["session"] == 3 and np.all(first.symbols == 1)
+    assert second.meta["session"] == 4 and np.all(second.symbols[:1024] == 2)
+    assert not r.pending

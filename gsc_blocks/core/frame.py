@@ -4,13 +4,14 @@ One place for the frame format. A frame on air is
 
     [sync word 1][sync word 2][header: HEADER_OFDM_SYMBOLS][payload: ceil(n/48) symbols]
 
-Sync words are gr-digital's Schmidl-Cox pair. The header is 112 bits (96 bits of
+Sync words are gr-digital's Schmidl-Cox pair. The header is 126 bits (110 bits of
 fields + CRC-16/CCITT), convolutionally coded with gr-fec's K=7 rate-1/2 code
 (terminated), sent twice (soft-combined at the receiver: the header must survive
 0 dB, where the payload still decodes), interleaved over carriers, as BPSK. The payload carries the
 encoder's complex symbols straight on the data carriers: never sliced.
 """
 import ctypes
+import secrets
 from dataclasses import dataclass, fields
 from functools import cached_property
 
@@ -97,18 +98,23 @@ class Numerology:
 
 # --- header ----------------------------------------------------------------
 
-HEADER_VERSION = 1
-# (name, bits); order is the bit order on air. 96 bits in all.
+HEADER_VERSION = 2
+# (name, bits); order is the bit order on air. 110 bits in all.
+# session: drawn at random by each transmitter when it starts, so a receiver never
+# merges two transmissions that reuse an image id (a restarted transmitter).
+# user: the transmitter's user id (several transmitters heard by one receiver).
 HEADER_FIELDS = (
-    ("version", 4), ("image_id", 16), ("fragment_index", 12), ("fragment_count", 12),
-    ("codec_id", 4), ("rate_index", 4), ("power_level", 4), ("refine_steps", 4),
+    ("version", 4), ("session", 10), ("user", 3), ("image_id", 16), ("fragment_index", 12),
+    ("fragment_count", 12), ("codec_id", 5), ("rate_index", 4), ("power_level", 4), ("refine_steps", 4),
     ("payload_symbols", 16), ("height_div4", 10), ("width_div4", 10),
 )
+SESSION_BITS = dict(HEADER_FIELDS)["session"]
+MAX_USERS = 1 << dict(HEADER_FIELDS)["user"]
 HEADER_INFO_BITS = sum(b for _, b in HEADER_FIELDS) + 16          # + CRC-16
 _K, _POLYS = 7, [109, 79]                                          # the 802.11 code
 HEADER_CODED_BITS = 2 * (HEADER_INFO_BITS + _K - 1)                # terminated trellis
 HEADER_REPEAT = 2                                                  # coded header sent twice, soft-combined
-HEADER_OFDM_SYMBOLS = 10                                           # 480 BPSK slots at 48 carriers
+HEADER_OFDM_SYMBOLS = 11                                           # 528 BPSK slots at 48 carriers
 
 
 # Header codec id 0 is never a codec: it marks a control frame, whose rate_index
@@ -132,16 +138,27 @@ class FrameHeader:
     payload_symbols: int
     height: int
     width: int
+    session: int = 0
+    user: int = 0
 
     def as_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
-def end_of_stream_meta(next_image_id: int) -> dict:
+HEADER_DEFAULTS = ("session", "user")     # FrameHeader fields a fragment's metadata may leave out (0)
+
+
+def end_of_stream_meta(next_image_id: int, session: int = 0, user: int = 0) -> dict:
     """Header fields of the end-of-stream control frame."""
     return {"image_id": int(next_image_id) % 65536, "fragment_index": 0, "fragment_count": 1,
             "codec_id": CONTROL_CODEC_ID, "rate_index": END_OF_STREAM, "power_level": 0, "refine_steps": 0,
-            "payload_symbols": CONTROL_PAYLOAD_SYMBOLS, "height": 0, "width": 0}
+            "payload_symbols": CONTROL_PAYLOAD_SYMBOLS, "height": 0, "width": 0, "session": int(session),
+            "user": int(user)}
+
+
+def new_session() -> int:
+    """A transmitter's session id: random, so a restart is told from the run before it."""
+    return secrets.randbelow(1 << SESSION_BITS)
 
 
 def control_payload() -> np.ndarray:
@@ -237,7 +254,8 @@ class HeaderCodec:
             fragment_count=values["fragment_count"] + 1, codec_id=values["codec_id"],
             rate_index=values["rate_index"], power_level=values["power_level"],
             refine_steps=values["refine_steps"], payload_symbols=values["payload_symbols"],
-            height=4 * values["height_div4"], width=4 * values["width_div4"])
+            height=4 * values["height_div4"], width=4 * values["width_div4"],
+            session=values["session"], user=values["user"])
 
 
 # --- transmit power levels ---------------------------------------------------

@@ -28,30 +28,48 @@ class Reassembler:
     """Collects fragments by image id; returns images complete, expired or drained.
 
     A missing fragment is filled with zeros (the decoder sees an erasure: the
-    expected value of unit-power symbols) and counted in fragments_lost.
+    expected value of unit-power symbols) and counted in fragments_lost. So is a
+    damaged one (index beyond the fragment count, or the wrong number of symbols):
+    it is listed in fragments_damaged and never counted as received.
+
+    Fragments belong to one image only when everything that shapes the image's
+    symbols agrees (session, user, id, codec, rate, fragment count, size), so a
+    restarted transmitter (new session, ids from 0 again) or an id that wrapped
+    never merges with the transmission before it.
     """
 
-    IMAGE_KEYS = ("image_id", "fragment_count", "codec_id", "rate_index", "power_level",
+    IMAGE_KEYS = ("session", "user", "image_id", "fragment_count", "codec_id", "rate_index", "power_level",
                   "refine_steps", "height", "width")
+    KEY_FIELDS = ("session", "user", "image_id", "codec_id", "rate_index", "fragment_count", "height", "width")
 
     def __init__(self, timeout_s: float = 2.0, image_symbols=None):
         """image_symbols(meta) -> symbols in the whole image (from the codec named by the header)."""
         self.timeout_s = timeout_s
         self.image_symbols = image_symbols
         self.pending: dict[tuple, PendingImage] = {}
+        self.orphans = 0
 
     def add(self, meta: dict, symbols: np.ndarray, now: float) -> list[AssembledImage]:
-        key = (int(meta["image_id"]), int(meta["height"]), int(meta["width"]), int(meta["codec_id"]))
+        key = tuple(int(meta.get(k, 0)) for k in self.KEY_FIELDS)
         image = self.pending.get(key)
+        if image is None and not 0 <= int(meta["fragment_index"]) < int(meta["fragment_count"]):
+            self.orphans += 1              # damaged, and of no image pending: nothing to decode
+            return self.expired(now)
         if image is None:
-            image = self.pending[key] = PendingImage(meta={k: meta[k] for k in self.IMAGE_KEYS})
+            image = self.pending[key] = PendingImage(meta={k: meta.get(k, 0) for k in self.IMAGE_KEYS})
             image.meta["snr_est_db_frames"] = []
             image.meta["t_first_fragment"] = now
-        noise = 10.0 ** (-float(meta["snr_eff_db"]) / 10.0)
-        image.fragments[int(meta["fragment_index"])] = (symbols, noise)
+            image.meta["fragments_damaged"] = []
+        index = int(meta["fragment_index"])
+        count = image.meta["fragment_count"]
+        if not 0 <= index < count:
+            image.meta["fragments_damaged"].append(index)
+        else:
+            noise = 10.0 ** (-float(meta["snr_eff_db"]) / 10.0)
+            image.fragments[index] = (symbols, noise)
         image.meta["snr_est_db_frames"].append(float(meta["snr_est_db"]))
         image.last_seen = now
-        done = [self._assemble(self.pending.pop(key))] if len(image.fragments) == image.meta["fragment_count"] else []
+        done = [self._assemble(self.pending.pop(key))] if len(image.fragments) == count else []
         return done + self.expired(now)
 
     def expired(self, now: float) -> list[AssembledImage]:
@@ -65,11 +83,16 @@ class Reassembler:
 
     def _assemble(self, image: PendingImage) -> AssembledImage:
         meta = image.meta
-        total = self.image_symbols(meta)
-        sizes = fragment_sizes(total, meta["fragment_count"])
+        # The sizes come from the codec only here: asking it at the first fragment opened its
+        # ONNX session early, and ONNX Runtime then crashed in the decode (a Kodak image, 41 fragments).
+        sizes = fragment_sizes(self.image_symbols(meta), meta["fragment_count"])
+        for index, size in enumerate(sizes):           # the wrong length: damaged, not received
+            if index in image.fragments and image.fragments[index][0].size != size:
+                del image.fragments[index]
+                meta["fragments_damaged"].append(index)
         parts, noises = [], []
         for index, size in enumerate(sizes):
-            if index in image.fragments and image.fragments[index][0].size == size:
+            if index in image.fragments:
                 symbols, noise = image.fragments[index]
                 parts.append(symbols)
                 noises.append(np.full(size, noise))
@@ -78,6 +101,7 @@ class Reassembler:
         meta["fragments_received"] = len(image.fragments)
         meta["fragments_lost"] = meta["fragment_count"] - len(image.fragments)
         meta["fragments_missing"] = [i for i in range(meta["fragment_count"]) if i not in image.fragments]
+        meta["fragments_damaged"] = sorted(set(meta["fragments_damaged"]) - set(image.fragments))
         mean_noise = float(np.mean(np.concatenate(noises))) if noises else 1.0
         meta["snr_eff_db"] = float(-10 * np.log10(mean_noise))
         frames = meta.pop("snr_est_db_frames")
