@@ -29,6 +29,27 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    """Reconcile the transmitter's manifest with what the receiver wrote (any number of
+    restarts of either side into the folder): every image decoded or lost with a cause."""
+    import json
+    from .core.report import account, format_reconciliation, format_table, reconcile, write_report
+    out = Path(args.out)
+    if not (out / "tx_manifest.jsonl").is_file():
+        print(f"error: {out / 'tx_manifest.jsonl'} not found: --out must be the folder the transmitter wrote "
+              "(scripts/gsc tx --out), with the receiver's received.jsonl beside it", file=sys.stderr)
+        return 2
+    summary = write_report(out, title=f"gsc report: {out}")
+    report = reconcile(out)
+    path = Path(args.json) if args.json else out / "report.json"
+    path.write_text(json.dumps(report, indent=1) + "\n")
+    if args.table:
+        print(format_table(account(out), summary))
+    print(format_reconciliation(report))
+    print(f"report: {path}")
+    return 0 if report["unaccounted"] == 0 else 1
+
+
 def cmd_test(pytest_args) -> int:
     """pytest on tests/ (or on the test files or folders named), its options passed through."""
     named = [a for a in pytest_args if not a.startswith("-") and (REPO / a.split("::")[0]).exists()]
@@ -172,6 +193,11 @@ def build_parser() -> Parser:
     d.add_argument("--images", default=str(REPO / "tests" / "data" / "samples"))
     d.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a setup key")
     d.add_argument("--out", default=None)
+    r = sub.add_parser("report", help="account for every image the transmitter sent into a folder: "
+                                      "decoded, or lost with a cause (across restarts of either side)")
+    r.add_argument("--out", required=True, help="the folder scripts/gsc tx and rx wrote")
+    r.add_argument("--json", default=None, help="default OUT/report.json")
+    r.add_argument("--table", action="store_true", help="also print one line per image")
     sub.add_parser("test", help="run the test suite; pytest options pass through (e.g. -k frame, -x)",
                    add_help=False)
     b = sub.add_parser("bench", help="benchmarks (writes JSON and a PNG plot)")
@@ -257,6 +283,8 @@ def main(argv=None) -> int:
     try:
         if args.command == "demo":
             return cmd_demo(args)
+        if args.command == "report":
+            return cmd_report(args)
         if args.command == "bench":
             return cmd_bench(args)
         if args.command == "docs":

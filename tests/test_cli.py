@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from gsc_blocks.apps.run import free_port
+
 REPO = Path(__file__).resolve().parents[1]
 GSC = [str(REPO / "scripts" / "gsc")]
 CONFIG = str(REPO / "radio_config" / "zmq_loopback.yaml")
@@ -104,24 +106,38 @@ def test_tx_and_rx_as_two_processes_deliver_every_image(tmp_path):
     images = sorted(SAMPLES.glob("cifar_*.png"))
     listing = tmp_path / "images.txt"
     listing.write_text("\n".join(map(str, images)) + "\n")
-    for attempt in range(2):        # the second run reuses both folders: nothing stale may count
-        tx_out, rx_out = run_pair(tmp_path, listing, 5591)
+    for attempt in (1, 2):      # the second run appends to both folders under a new session id
+        tx_out, rx_out = run_pair(tmp_path, listing, free_port())
         assert f"{len(images)} of {len(images)} images sent" in tx_out
         assert json.loads((tmp_path / "tx" / "tx_stats.json").read_text())["stream"] in ("complete", "receiver_closed")
         assert f"{len(images)} images decoded" in rx_out and "ended by the transmitter's end-of-stream frame" in rx_out
-        received = [json.loads(line) for line in (tmp_path / "rx" / "received.jsonl").read_text().splitlines()]
-        assert sorted(r["image_id"] for r in received) == list(range(len(images)))
         stats = json.loads((tmp_path / "rx" / "rx_stats.json").read_text())
         assert stats["ended"] == "end_of_stream" and stats["images_decoded"] == len(images)
         sent = [json.loads(line) for line in (tmp_path / "tx" / "tx_manifest.jsonl").read_text().splitlines()]
-        assert [r["status"] for r in sent] == ["sent"] * len(images)
+        assert [r["status"] for r in sent] == ["sent"] * len(images) * attempt
+        received = [json.loads(line) for line in (tmp_path / "rx" / "received.jsonl").read_text().splitlines()]
+        assert sorted((r["session"], r["image_id"]) for r in received) == sorted(
+            (r["session"], r["image_id"]) for r in sent)
+    assert len({r["session"] for r in sent}) == 2 and len(list((tmp_path / "rx" / "runs").glob("rx-*.json"))) == 2
 
 
 def test_tx_without_a_receiver_stops_with_the_frame_samples_it_could_not_send(tmp_path):
     """No receiver on the socket: the radio sink takes nothing, and tx says so and exits 1."""
-    tx = gsc("tx", "--config", CONFIG, "--set", "zmq.address=tcp://127.0.0.1:5593", "--out", tmp_path,
+    tx = gsc("tx", "--config", CONFIG, "--set", f"zmq.address=tcp://127.0.0.1:{free_port()}", "--out", tmp_path,
              "--images", SAMPLES / "cifar_0_cat.png", "--stall-seconds", 3, timeout=180)
     assert tx.returncode == 1, tx.stdout + tx.stderr
     assert "frame samples unsent: is a receiver reading" in tx.stderr
+    assert "no receiver has taken samples for" in tx.stderr
     assert "the receiver stopped reading" in tx.stdout
     assert json.loads((tmp_path / "tx_stats.json").read_text())["stream"] == "stalled"
+
+
+def test_rx_without_a_transmitter_says_what_to_check_within_seconds(tmp_path):
+    """No transmitter: the receiver keeps listening, and says within 5 s where it listens."""
+    port = free_port()
+    rx = gsc("rx", "--config", CONFIG, "--set", f"zmq.address=tcp://127.0.0.1:{port}", "--out", tmp_path,
+             "--max-seconds", 7, timeout=180)
+    assert rx.returncode == 0, rx.stdout + rx.stderr
+    assert (f"no frame yet after 5 s: is the transmitter running with the same zmq.address "
+            f"(tcp://127.0.0.1:{port})") in rx.stderr
+    assert "0 images decoded" in rx.stdout and "ended by --max-seconds 7" in rx.stdout

@@ -1,8 +1,10 @@
 """TX and RX top blocks from a validated radio setup (see core/config.py)."""
+import json
+import threading
 from pathlib import Path
 
 import pmt
-from gnuradio import blocks, gr, zeromq
+from gnuradio import gr, zeromq
 
 from ..channel import from_config as channel_from_config
 from ..image_sink import image_sink
@@ -62,10 +64,36 @@ def check_calibration_cbr(config):
                          f"this CBR with `scripts/gsc bench calibrate --codec {config['codec']['name']} --cbr ...`")
 
 
+class event_log(gr.basic_block):
+    """Message sink for the blocks' 'events' (dicts): keeps them in order and, given a path,
+    appends each to that JSONL file as it comes, so a process that is killed leaves its events
+    behind. Python-side and locked: safe to read while the flowgraph runs."""
+
+    def __init__(self, path=""):
+        gr.basic_block.__init__(self, name="gsc_event_log", in_sig=None, out_sig=None)
+        self.path = Path(path) if path else None
+        self.events = []
+        self.lock = threading.Lock()
+        self.message_port_register_in(pmt.intern("store"))
+        self.set_msg_handler(pmt.intern("store"), self.handle)
+
+    def handle(self, msg):
+        event = pmt.to_python(msg)
+        with self.lock:
+            self.events.append(event)
+            if self.path is not None:
+                with self.path.open("a") as fh:
+                    fh.write(json.dumps(event, default=str) + "\n")
+
+    def event_list(self) -> list:
+        with self.lock:
+            return list(self.events)
+
+
 class tx_top(gr.top_block):
     """image_source -> semantic_encoder -> ofdm_analog_tx -> [channel] -> ZMQ PUSH | USRP sink."""
 
-    def __init__(self, config, images, manifest, start_delay_s=0.5, interval_s=0.0, first_id=0):
+    def __init__(self, config, images, manifest, start_delay_s=0.5, interval_s=0.0, first_id=0, events_path=""):
         gr.top_block.__init__(self, "gsc_tx")
         ofdm, codec, ctrl = config["ofdm"], config["codec"], config["controller"]
         self.source = image_source(images, first_id=first_id, interval_s=interval_s, manifest=manifest,
@@ -79,7 +107,7 @@ class tx_top(gr.top_block):
                                  guard_symbols=ofdm["guard_symbols"],
                                  max_fragment_symbols=ofdm["max_fragment_symbols"],
                                  idle_zeros=4096 if ctrl["enabled"] else 0)
-        self.events = blocks.message_debug()
+        self.events = event_log(events_path)
         self.msg_connect(self.source, "out", self.encoder, "in")
         self.msg_connect(self.encoder, "out", self.tx, "in")
         self.msg_connect(self.encoder, "events", self.events, "store")
@@ -111,7 +139,7 @@ class tx_top(gr.top_block):
         self.connect(*chain)
 
     def event_list(self):
-        return [pmt.to_python(self.events.get_message(i)) for i in range(self.events.num_messages())]
+        return self.events.event_list()
 
     @property
     def builder(self):
@@ -130,7 +158,7 @@ class tx_top(gr.top_block):
 class rx_top(gr.top_block):
     """ZMQ PULL | USRP source -> ofdm_analog_rx -> semantic_decoder -> image_sink."""
 
-    def __init__(self, config, out_dir, manifest=""):
+    def __init__(self, config, out_dir, manifest="", events_path=""):
         gr.top_block.__init__(self, "gsc_rx")
         ofdm = config["ofdm"]
         if config["link"] == "zmq":
@@ -145,7 +173,7 @@ class rx_top(gr.top_block):
         ctrl = config["controller"]
         self.sink = image_sink(out_dir, manifest,
                                classify=ctrl["enabled"] and ctrl["quality_metric"] == "accuracy_pct")
-        self.events = blocks.message_debug()
+        self.events = event_log(events_path)
         self.connect(self.radio, self.rx)
         self.msg_connect(self.rx, "out", self.decoder, "in")
         self.msg_connect(self.decoder, "out", self.sink, "in")
@@ -157,7 +185,7 @@ class rx_top(gr.top_block):
             self.msg_connect(self.decoder, "report", self.reports, "in")     # images that failed to decode
 
     def event_list(self):
-        return [pmt.to_python(self.events.get_message(i)) for i in range(self.events.num_messages())]
+        return self.events.event_list()
 
     @property
     def fragments_received(self) -> int:

@@ -10,7 +10,9 @@ nothing but the radio between them.
 import argparse
 import json
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -19,6 +21,7 @@ from pathlib import Path
 from ..core.config import ConfigError, load_config, parse_overrides  # noqa: F401 (parse_overrides: callers)
 from ..core.images import ImageError, list_images
 from ..core.models import CodecError
+from .runlog import RUNS_DIR, RunLog
 
 TX_MANIFEST = "tx_manifest.jsonl"
 RX_LOG = "received.jsonl"
@@ -44,10 +47,17 @@ def run_tx(args) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     images = _image_list(args.images)
-    for name in (TX_MANIFEST, "tx_stats.json", "tx_controller.jsonl"):
-        (out / name).unlink(missing_ok=True)       # a reused folder holds this run's records only
-    top = tx_top(config, images, str(out / TX_MANIFEST), start_delay_s=args.start_delay,
-                 interval_s=args.interval, first_id=args.first_id)
+    (out / "tx_controller.jsonl").unlink(missing_ok=True)    # this run's controller slots
+    # The manifest is appended to: a transmitter restarted into the same folder adds its
+    # images under a new session id, and the report accounts for both runs.
+    runlog = RunLog(out, "tx", images_offered=len(images))
+    try:
+        top = tx_top(config, images, str(out / TX_MANIFEST), start_delay_s=args.start_delay,
+                     interval_s=args.interval, first_id=args.first_id, events_path=str(runlog.events_path))
+    except Exception as err:
+        runlog.close(failed=str(err), completed=False)
+        raise
+    runlog.update(session=top.source.session, user=top.source.user)
     t_start = time.time()
     top.start()
     deadline = time.time() + args.max_seconds
@@ -56,7 +66,7 @@ def run_tx(args) -> int:
     while not (top.all_framed() and top.encoder.end_of_stream_sent) and time.time() < deadline:
         time.sleep(0.02)
     top.flush(ZMQ_TAIL_SAMPLES if config["link"] == "zmq" else RADIO_TAIL_SAMPLES)
-    delivered = _wait_sent(top, deadline, args.linger, args.stall_seconds)
+    delivered = _wait_sent(top, deadline, args.linger, args.stall_seconds, _peer(config))
     top.stop()
     top.wait()
     stats = {"images_offered": len(images), "images_encoded": top.encoder.images_encoded,
@@ -65,6 +75,7 @@ def run_tx(args) -> int:
              "events": top.event_list(), "t_start": t_start, "t_end": time.time(),
              "completed": top.all_framed(), "stream": delivered}
     (out / "tx_stats.json").write_text(json.dumps(stats))
+    runlog.close(**stats)
     if top.controller is not None:
         with (out / "tx_controller.jsonl").open("w") as fh:
             for record in top.controller.slots:
@@ -77,7 +88,7 @@ def run_tx(args) -> int:
     return 0 if delivered != "stalled" else 1
 
 
-def _wait_sent(top, deadline, linger_s, stall_s) -> str:
+def _wait_sent(top, deadline, linger_s, stall_s, address="zmq.address") -> str:
     """Keep the flowgraph up until the radio sink has taken every sample, tail included.
 
     Returns 'complete'; 'receiver_closed' when the sink stopped taking samples for
@@ -88,7 +99,7 @@ def _wait_sent(top, deadline, linger_s, stall_s) -> str:
     # The emulated channel's filters hold a few samples back: allow one OFDM symbol (a
     # frame's last symbol is a guard symbol).
     held = top.tx.numerology.symbol_len
-    last, last_change = -1, time.time()
+    last, last_change, warned = -1, time.time(), False
     while time.time() < deadline:
         produced = top.tx.flusher.nitems_written(0)
         taken = top.radio_sink.nitems_read(0) + held
@@ -100,6 +111,10 @@ def _wait_sent(top, deadline, linger_s, stall_s) -> str:
         # the stream up to the last one; zeros after it (a closed loop's idle zeros, the
         # tail) need not reach a receiver that left at the end-of-stream frame.
         frames_out = top.tx.flusher.passed >= top.builder.samples_queued and taken >= top.tx.flusher.frames_end
+        if not frames_out and not warned and time.time() - last_change > min(PEER_WARN_S, stall_s / 2):
+            warned = True
+            print(f"gsc tx: no receiver has taken samples for {min(PEER_WARN_S, stall_s / 2):g} s: is scripts/gsc rx running "
+                  f"with the same {address}? Waiting up to --stall-seconds {stall_s:g}", file=sys.stderr, flush=True)
         if time.time() - last_change > (linger_s if frames_out else stall_s):
             if not frames_out:
                 unsent = top.builder.samples_queued - top.tx.flusher.passed + max(0, top.tx.flusher.frames_end - taken)
@@ -127,10 +142,14 @@ def run_rx(args) -> int:
     config = load_config(args.config, args.set)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    for name in (RX_LOG, "rx_stats.json"):
-        (out / name).unlink(missing_ok=True)       # a reused folder holds this run's records only
+    # received.jsonl is appended to: a receiver restarted into the same folder adds to it.
     manifest = args.manifest or str(out / TX_MANIFEST)
-    top = rx_top(config, str(out), manifest if not args.no_metrics else "")
+    runlog = RunLog(out, "rx")
+    try:
+        top = rx_top(config, str(out), manifest if not args.no_metrics else "", events_path=str(runlog.events_path))
+    except Exception as err:
+        runlog.close(failed=str(err))
+        raise
     stopping = {"now": False}
     signal.signal(signal.SIGINT, lambda *_: stopping.update(now=True))
     signal.signal(signal.SIGTERM, lambda *_: stopping.update(now=True))
@@ -139,6 +158,7 @@ def run_rx(args) -> int:
     print(f"gsc rx: listening ({config['link']}); ends at the transmitter's end-of-stream frame"
           + (f", or {args.idle:g} s after the last frame" if args.idle > 0 else ""), flush=True)
     last_count, last_change = 0, time.time()
+    told = False
     while True:
         if stopping["now"]:
             ended = "signal"
@@ -153,6 +173,15 @@ def run_rx(args) -> int:
         count = top.fragments_received + len(top.sink.received)
         if count != last_count or not top.decoder.idle:
             last_count, last_change = count, time.time()
+        if time.time() - runlog.record["t_alive"] > 1.0:
+            # What a killed receiver leaves behind: its failures up to its last second.
+            runlog.update(frames_ok=top.rx.header_decoder.frames_ok,
+                          header_failures=top.rx.header_decoder.frames_failed)
+        if not told and not last_count and top.rx.header_decoder.frames_failed == 0 \
+                and time.time() - t_start > PEER_WARN_S:
+            told = True
+            print(f"gsc rx: no frame yet after {PEER_WARN_S:g} s: is the transmitter running with the same "
+                  f"{_peer(config)}? Still listening", file=sys.stderr, flush=True)
         if args.idle > 0 and last_count and time.time() - last_change > args.idle:
             ended = "idle"
             break
@@ -168,12 +197,29 @@ def run_rx(args) -> int:
              "images_decoded": len(top.sink.received), "decode_ms": top.decoder.decode_ms,
              "ended": ended, "events": top.event_list(), "t_start": t_start, "t_end": time.time()}
     (out / "rx_stats.json").write_text(json.dumps(stats, default=str))
+    runlog.close(**stats)
     reason = {"end_of_stream": "the transmitter's end-of-stream frame",
               "idle": f"no frame for {args.idle:g} s (no end-of-stream frame received)",
               "max_seconds": f"--max-seconds {args.max_seconds:g}", "signal": "a signal"}[ended]
     print(f"gsc rx: {len(top.sink.received)} images decoded from {top.rx.header_decoder.frames_ok} frames "
           f"({top.rx.header_decoder.frames_failed} header CRC failures); ended by {reason}", flush=True)
+    if Path(manifest).is_file() and Path(manifest).parent == out:
+        from ..core.report import format_reconciliation, reconcile
+        report = reconcile(out)
+        (out / "report.json").write_text(json.dumps(report, indent=1) + "\n")
+        print(f"gsc rx: {format_reconciliation(report)} ({out / 'report.json'})", flush=True)
     return 0
+
+
+PEER_WARN_S = 5.0       # a side that hears nothing from its peer this long says what to check
+
+
+def _peer(config) -> str:
+    """Where the other side must be, in the setup's words."""
+    if config["link"] == "zmq":
+        return f"zmq.address ({config['zmq']['address']})"
+    u = config["usrp"]
+    return f"usrp.center_freq ({u['center_freq'] / 1e6:g} MHz) and usrp.samp_rate ({u['samp_rate'] / 1e6:g} MS/s)"
 
 
 class LinkError(RuntimeError):
@@ -183,12 +229,34 @@ class LinkError(RuntimeError):
 IDLE_SLOTS = 40          # closed loop: the receiver stops after this many slot timeouts without a frame
 
 
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (the kernel's pick)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _free_port_overrides(config, overrides) -> list[str]:
+    """The two processes of one link run talk over loopback ports picked free at start, so
+    runs side by side on one host (tests, benchmarks, a demo) never collide; an address set
+    with --set, or one off the loopback, is kept."""
+    keys = {"zmq.address": config["zmq"]["address"], "controller.report_address": config["controller"]["report_address"]}
+    extra = []
+    for key, address in keys.items():
+        host = address.rsplit(":", 1)[0]
+        if any(o.split("=", 1)[0].strip() == key for o in overrides) or host not in ("tcp://127.0.0.1", "tcp://localhost"):
+            continue
+        extra.append(f"{key}={host}:{free_port()}")
+    return extra
+
+
 def run_link(config_path, images, out_dir, overrides=(), timeout_s=600, quiet=True) -> Path:
     """RX and TX as two processes over ZMQ; returns the output folder when both ended.
 
     The setup and the model are checked here first, so a bad YAML value or a
     missing/tampered model stops with one clear message before anything starts.
-    The receiver ends at the transmitter's end-of-stream frame.
+    The receiver ends at the transmitter's end-of-stream frame. The two talk over
+    loopback ports picked free at start (see _free_port_overrides).
     """
     from ..core.registry import make_codec
     config = load_config(config_path, list(overrides))
@@ -208,8 +276,14 @@ def run_link(config_path, images, out_dir, overrides=(), timeout_s=600, quiet=Tr
             check_calibration_cbr(config)
         except ValueError as err:
             raise ConfigError(f"{config_path}: {err}") from None
+    overrides = list(overrides) + _free_port_overrides(config, overrides)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    # One link run per folder: the records of an earlier run there go (tx and rx started
+    # by hand append to them instead, so their restarts are accounted together).
+    for name in (TX_MANIFEST, RX_LOG, "tx_stats.json", "rx_stats.json"):
+        (out / name).unlink(missing_ok=True)
+    shutil.rmtree(out / RUNS_DIR, ignore_errors=True)
     if not isinstance(images, (str, Path)):
         listing = out / "images.txt"
         listing.write_text("\n".join(str(p) for p in images) + "\n")
