@@ -1,4 +1,5 @@
 """The ONNX boundary: ORT matches torch, the card is enforced, bad models are refused clearly."""
+import json
 import shutil
 from pathlib import Path
 
@@ -77,3 +78,24 @@ def test_card_must_parse(tmp_path):
     (folder / "card.json").write_text("{not json")
     with pytest.raises(CodecError, match="card.json is not valid JSON"):
         JSCCCodec("deepjscc", folder.parent)
+
+
+def test_a_broken_card_never_shadows_a_good_one(tmp_path):
+    """A card without files (valid JSON), sorted before the real ones and claiming their codec
+    id and refiner, does not stop them decoding: the registry and the refiner lookup skip it."""
+    from gsc_blocks.core.refiner import refiner_name_for
+    from gsc_blocks.core.registry import codec_for_id
+    for folder in MODELS.iterdir():
+        if (folder / "card.json").is_file():
+            (tmp_path / folder.name).symlink_to(folder)
+    good = JSCCCodec("deepjscc", str(tmp_path))
+    (tmp_path / "aa_broken").mkdir()
+    (tmp_path / "aa_broken" / "card.json").write_text(json.dumps({"codec_id": good.codec_id}))
+    (tmp_path / "aa_broken_refiner").mkdir()
+    (tmp_path / "aa_broken_refiner" / "card.json").write_text(json.dumps({"kind": "refiner", "codecs": ["deepjscc"]}))
+    codec = codec_for_id(good.codec_id, str(tmp_path))
+    assert codec.name == "deepjscc"
+    image = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    decoded = codec.decode(good.encode(image, 20.0), 32, 32, 20.0, 0)
+    assert decoded.shape == image.shape
+    assert refiner_name_for("deepjscc", str(tmp_path)) == "refiner"

@@ -11,21 +11,28 @@ import math
 
 import numpy as np
 
-from .models import CodecError, OnnxModel, available_models, card_kind, load_card
+from .models import CodecError, OnnxModel, available_models, card_kind, check_card, load_card
 
 REFINER = "refiner"
 
 
 def refiner_name_for(codec_name: str, models_dir=None):
     """The model name of the refiner trained on codec_name's outputs, or None when no card lists it."""
+    broken = None
     for name in available_models(models_dir):
         try:
             card = load_card(name, models_dir)
         except CodecError:
-            continue        # an unreadable card fails with its own message where it is asked for
-        if card_kind(card) == "refiner" and codec_name in card.get("codecs", []):
-            return name
-    return None
+            continue        # unreadable: its kind is unknown
+        if card_kind(card) != "refiner" or codec_name not in card.get("codecs", []):
+            continue
+        try:
+            check_card(card, "refiner")
+        except CodecError:
+            broken = broken or name   # never stands in for a good card; alone, it fails with its message
+            continue
+        return name
+    return broken
 
 
 def refiner_for(codec_name: str, models_dir=None):

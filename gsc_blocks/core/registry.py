@@ -8,7 +8,7 @@ reserved for control frames (core/frame.py).
 from .codec import Codec
 from .frame import CONTROL_CODEC_ID
 from .jscc import JSCCCodec
-from .models import CodecError, available_models, card_kind, load_card
+from .models import CodecError, available_models, card_kind, check_card, load_card
 from .separation import SeparationCodec
 from .spic import CSpicCodec, SpicCodec
 from .sqgan import SqganCodec
@@ -23,9 +23,12 @@ def _cards_by_id(models_dir=None) -> dict[int, str]:
     for name in available_models(models_dir):
         try:
             card = load_card(name, models_dir)
+            if card_kind(card) != "codec":
+                continue
+            check_card(card, "codec")      # a broken card never shadows a good one's codec id
         except CodecError:
             continue
-        if card_kind(card) == "codec" and isinstance(card.get("codec_id"), int):
+        if isinstance(card.get("codec_id"), int):
             ids.setdefault(card["codec_id"], name)
     return ids
 
