@@ -85,6 +85,7 @@ class lyapunov_controller(background_worker, gr.basic_block):
         self.lock = threading.Lock()
         self.lost_delay_ms = float(lost_delay_ms)
         self.pending = {}                      # slot -> (image_id, time sent): awaiting a report
+        self.session = None                    # the source's session id, from its first image
         self._stop = threading.Event()
         self.message_port_register_in(pmt.intern("report"))
         self.message_port_register_in(pmt.intern("sent"))
@@ -95,6 +96,8 @@ class lyapunov_controller(background_worker, gr.basic_block):
 
     def handle_sent(self, msg):
         meta, _ = split_pdu(msg)
+        if "session" in meta:
+            self.session = int(meta["session"])
         if "slot" in meta:
             with self.lock:
                 self.pending[int(meta["slot"])] = (int(meta.get("image_id", -1)), float(meta.get("t_sent", time.time())))
@@ -128,12 +131,21 @@ class lyapunov_controller(background_worker, gr.basic_block):
             self.core.V = float(V)
 
     def handle_report(self, msg):
-        report = pmt.to_python(msg)
-        if isinstance(report, dict) and "snr_db" not in report and "snr_est_db" in report:
-            report = self.slot_costs(report)
-        if not isinstance(report, dict) or "snr_db" not in report:
-            gr.log.warn(f"gsc lyapunov_controller: report must be a dict with snr_db; got {report!r}")
-            return
+        try:
+            report = pmt.to_python(msg)
+            if (isinstance(report, dict) and self.session is not None and "session" in report
+                    and int(report["session"]) != self.session):
+                return          # a report on another transmitter's images (a run before a restart)
+            if isinstance(report, dict) and "snr_db" not in report and "snr_est_db" in report:
+                report = self.slot_costs(report)
+            if not isinstance(report, dict) or "snr_db" not in report:
+                raise ValueError("not a dict with snr_db or snr_est_db")
+            self._apply(report)
+        except (KeyError, TypeError, ValueError) as err:
+            gr.log.warn(f"gsc lyapunov_controller: report ignored ({err}): {pmt.to_python(msg)!r:.200}; a report "
+                        "is a dict with snr_est_db (an image sink's) or snr_db (a slot's costs)")
+
+    def _apply(self, report: dict):
         with self.lock:
             image_id = report.get("image_id")
             if "slot" in report:

@@ -124,7 +124,8 @@ def test_controller_block_turns_reports_into_encoder_commands(tmp_path):
 
 def test_controller_block_charges_a_slot_with_no_report_as_lost(tmp_path):
     """The slot timeout lives in the block: an image sent (port 'sent') with no report within
-    lost_delay_ms is charged as lost with that delay; its late report is then ignored."""
+    lost_delay_ms is charged as lost with that delay; its late report is then ignored, and so
+    are malformed reports and reports on another session's images."""
     import json
     import time
 
@@ -149,8 +150,15 @@ def test_controller_block_charges_a_slot_with_no_report_as_lost(tmp_path):
     while nexts.num_messages() < 1 and time.time() < deadline:
         time.sleep(0.01)
     post(pmt.intern("report"), pmt.to_pmt({"image_id": 7, "snr_est_db": 12.0, "decode_ms": 3.0}))   # too late
-    post(pmt.intern("sent"), make_pdu({"image_id": 8, "slot": 1, "t_sent": time.time()}, image))
-    post(pmt.intern("report"), pmt.to_pmt({"image_id": 8, "snr_est_db": 12.0, "decode_ms": 3.0}))
+    post(pmt.intern("sent"), make_pdu({"image_id": 8, "slot": 1, "session": 5, "t_sent": time.time()}, image))
+    while ctrl.session != 5 and time.time() < deadline:      # ports are served in no fixed order
+        time.sleep(0.01)
+    # Malformed reports and one on another session's image 8 (a transmitter run before a restart):
+    # each ignored with a warning, and the loop goes on.
+    for bad in (pmt.intern("garbage"), pmt.to_pmt({"image_id": 8, "snr_est_db": "loud"}), pmt.PMT_NIL,
+                pmt.to_pmt({"image_id": 8, "session": 4, "snr_est_db": 30.0, "decode_ms": 1.0})):
+        post(pmt.intern("report"), bad)
+    post(pmt.intern("report"), pmt.to_pmt({"image_id": 8, "session": 5, "snr_est_db": 12.0, "decode_ms": 3.0}))
     while len(ctrl.slots) < 2 and time.time() < deadline:
         time.sleep(0.01)
     time.sleep(0.3)
@@ -160,6 +168,7 @@ def test_controller_block_charges_a_slot_with_no_report_as_lost(tmp_path):
         [(7, True, True), (8, False, False)]
     assert ctrl.slots[0]["delay_ms"] == 100.0 and ctrl.slots[0]["quality"] == 11.0
     assert ctrl.slots[1]["delay_ms"] < 100.0 and nexts.num_messages() == 2
+    assert ctrl.slots[1]["snr_db"] == 12.0 and ctrl.slots[1]["session"] == 5
 
 
 def test_cost_model_expects_loss_below_the_loss_snr():
