@@ -125,10 +125,13 @@ def test_bench_control_accounts_every_slot_and_names_the_cheapest_fixed_policy(t
         assert summary["n_images"] == 4
     assert result["model"]["calibration"].endswith("swinjscc/calibration.json")
     cheapest = result.get("cheapest_fixed_meeting_targets")
-    if cheapest is not None:
+    meeting = [s["energy_per_image"] for s in result["fixed"].values() if s["constraints_met"]]
+    assert all(isinstance(s["constraints_met"], bool) for s in result["fixed"].values())
+    if meeting:
         assert cheapest["policy"] in result["fixed"] and cheapest["constraints_met"]
-        assert cheapest["energy_per_image"] == min(s["energy_per_image"] for s in result["fixed"].values()
-                                                   if s["constraints_met"])
+        assert cheapest["energy_per_image"] == min(meeting)
+    else:
+        assert cheapest is None     # none met the targets: nothing is named
 
 
 def test_ideal_points_for_several_step_counts_equal_one_point_per_step_count():
@@ -142,7 +145,8 @@ def test_ideal_points_for_several_step_counts_equal_one_point_per_step_count():
         alone = ideal_awgn_point(codec, images, 2.0, rate_index=3, refiner=refiner, refine_steps=steps)
         assert {k: v for k, v in together[steps].items() if k != "refine_ms_p50"} == \
             {k: v for k, v in alone.items() if k != "refine_ms_p50"}
-    assert together[1]["psnr_db"] != together[0]["psnr_db"] != together[2]["psnr_db"]
+    psnrs = [together[i]["psnr_db"] for i in range(3)]
+    assert len(set(psnrs)) == 3, psnrs
 
 
 def test_bench_codec_writes_the_issue_shape_and_counts_every_bit(tmp_path, camvid_data):
