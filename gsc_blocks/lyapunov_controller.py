@@ -24,8 +24,9 @@ class lyapunov_controller(background_worker, gr.basic_block):
     Args:
         calibration: JSON calibration table Q(snr, rate, steps) (see core/controller.py).
         V: energy weight; larger V saves more energy at the cost of constraint slack.
-        delay_target_ms, quality_target: the long-term average constraints (quality in
-            quality_metric's unit).
+        delay_target_ms, quality_target, loss_target: the long-term average constraints: the
+            delay of the images delivered, the quality of all images (quality_metric's unit; a
+            lost one at lost_quality), and the fraction of images lost (1: none).
         power_levels: transmit power levels allowed (2 dB per level below full power).
         loss_snr_db, lost_quality, lost_delay_ms: the effective SNR at which half of
             the images are expected lost (logistic, loss_width_db per e-fold, see
@@ -55,7 +56,7 @@ class lyapunov_controller(background_worker, gr.basic_block):
     def __init__(self, calibration, V=1e4, delay_target_ms=50.0, quality_target=25.0, power_levels=(0, 1, 2, 3, 4),
                  policy="lyapunov", fixed_power_level=0, initial_snr_db=10.0, loss_snr_db=-3.5,
                  lost_quality=-1.0, lost_delay_ms=1000.0, fixed_rate_index=-1, quality_metric="psnr_db",
-                 fixed_refine_steps=0, refine_steps=None, loss_width_db=0.5):
+                 fixed_refine_steps=0, refine_steps=None, loss_width_db=0.5, loss_target=1.0):
         gr.basic_block.__init__(self, name="gsc_lyapunov_controller", in_sig=None, out_sig=None)
         if policy not in POLICIES:
             raise ValueError(f"policy {policy!r}: expected one of {', '.join(POLICIES)}")
@@ -66,7 +67,10 @@ class lyapunov_controller(background_worker, gr.basic_block):
         self.model = CostModel(table, loss_snr_db=float(loss_snr_db), lost_quality=float(lost_quality),
                                lost_delay_ms=float(lost_delay_ms), loss_width_db=float(loss_width_db))
         actions = table.actions(list(power_levels), None if refine_steps is None else list(refine_steps))
-        self.core = LyapunovController(self.model, actions, float(V), float(delay_target_ms), float(quality_target))
+        if not 0.0 <= float(loss_target) <= 1.0:
+            raise ValueError(f"loss_target {loss_target}: a fraction of the images, 0 to 1 (1: no loss constraint)")
+        self.core = LyapunovController(self.model, actions, float(V), float(delay_target_ms), float(quality_target),
+                                       float(loss_target))
         self.policy = policy
         full = max(table.rates, key=table.symbols)
         if int(fixed_rate_index) >= 0 and int(fixed_rate_index) not in table.rates:
@@ -78,7 +82,7 @@ class lyapunov_controller(background_worker, gr.basic_block):
                              f"{table.steps_of(fixed_rate)} (measure more with `scripts/gsc bench calibrate "
                              "--refine-steps`)")
         self.fixed = Action(fixed_rate, int(fixed_power_level), int(fixed_refine_steps))
-        self.greedy = greedy_policy(actions, float(delay_target_ms), float(quality_target))
+        self.greedy = greedy_policy(actions, float(delay_target_ms), float(quality_target), float(loss_target))
         # Until the first report, send at full power and full rate: nothing is known of the channel yet.
         self.last_action = self.fixed if policy == "fixed" else Action(full, min(power_levels), int(fixed_refine_steps))
         self.slots = []                        # one record per reported slot
@@ -152,17 +156,22 @@ class lyapunov_controller(background_worker, gr.basic_block):
                 slot = int(report["slot"])
             else:               # a receiver's report: its slot by image id (the header carries no slot)
                 slot = next((k for k, (i, _) in self.pending.items() if i == image_id), None)
-            if self.pending and slot not in self.pending:
-                return          # a late report for a slot already charged as lost
+            charged = next((r for r in reversed(self.slots[-64:]) if image_id is not None
+                            and r.get("image_id") == image_id), None)
+            if (self.pending and slot not in self.pending) or charged is not None:
+                # A late report for a slot already charged: when it was charged as lost at its
+                # timeout and the receiver did deliver it, the loss was the timeout's, not the channel's.
+                if charged is not None and charged.get("timeout") and not report.get("lost"):
+                    charged["delivered_late"] = True
+                return
             self.pending.pop(slot, None)
-            if image_id is not None and any(r.get("image_id") == image_id for r in self.slots[-8:]):
-                return          # a late report for an image already charged as lost
             if "delay_ms" in report and "quality" in report:
-                self.core.update(float(report["delay_ms"]), float(report["quality"]))
+                self.core.update(float(report["delay_ms"]), float(report["quality"]), bool(report.get("lost")))
             action = self._choose(float(report["snr_db"]))
-            state = {"Z": self.core.Z, "Y": self.core.Y, "snr_db": float(report["snr_db"])}
+            state = {"Z": self.core.Z, "Y": self.core.Y, "L": self.core.L, "snr_db": float(report["snr_db"])}
             self.slots.append({**{k: v for k, v in report.items() if isinstance(v, (int, float, str, bool))},
-                               "Z": self.core.Z, "Y": self.core.Y, "next_power_level": action.power_level,
+                               "Z": self.core.Z, "Y": self.core.Y, "L": self.core.L,
+                               "next_power_level": action.power_level,
                                "next_rate_index": action.rate_index, "next_refine_steps": action.refine_steps})
             self.last_action = action
         command = {"rate_index": action.rate_index, "power_level": action.power_level,

@@ -3,15 +3,21 @@
 Per image slot t the transmitter sees the fed-back SNR (at reference power) and
 picks an action a = (rate_index, power_level, refine_steps) minimizing
 
-    V * E(a) + Z * D(a) - Y * Q(a, snr)
+    V * E(a) + Z * (1 - p(a, snr)) * (D(a) - D_target) - Y * Q(a, snr) + L * p(a, snr)
 
 over a finite action set, then updates the virtual queues with what the slot
 really cost and delivered:
 
-    Z <- max(0, Z + D - D_target)      (average delay constraint)
-    Y <- max(0, Y + Q_target - Q)      (average quality constraint)
+    Z <- max(0, Z + D - D_target)      (average delay of the delivered images; a lost slot leaves Z)
+    Y <- max(0, Y + Q_target - Q)      (average quality of all images, a lost one at the lost quality)
+    L <- max(0, L + lost - L_target)   (loss rate: lost is 1 for a lost image, else 0)
 
-E = transmit power x airtime, D = airtime + decode time, Q = expected quality
+A lost image has no delay: charging it the slot timeout would make the delay
+constraint measure outages rather than the controller's choices, so losses
+get their own constraint, L_target (controller.loss_target).
+
+E = transmit power x airtime, D = airtime + decode time, p = the probability
+the image is lost (CostModel.loss_probability), Q = expected quality
 from a calibration table Q(snr, rate, steps) measured by the benchmarks, in one
 of the metrics of QUALITY_METRICS: PSNR (dB), MS-SSIM in dB (-10 log10(1 - MS-SSIM)),
 the semantic accuracy (% of CIFAR-10 images the classifier labels right) or the
@@ -131,8 +137,9 @@ class CalibrationTable:
 @dataclass
 class SlotCosts:
     energy: float        # transmit power (relative to full) x airtime (s)
-    delay_ms: float
-    quality: float       # expected quality for the decision, in the table's metric
+    delay_ms: float      # if delivered: airtime + decode time
+    quality: float       # expected quality for the decision, in the table's metric (a loss at the lost quality)
+    loss: float = 0.0    # probability the image is lost
     # (each an array, one value per action, from CostModel.costs_many)
 
 
@@ -154,7 +161,8 @@ class CostModel:
     that rises as the effective SNR falls: logistic, one half at loss_snr_db,
     loss_width_db per e-fold. `scripts/gsc bench frames` fits both on a setup's one-process
     link (docs/results/frames.md); set them with controller.loss_snr_db and
-    controller.loss_width_db. A lost image costs lost_quality and lost_delay_ms.
+    controller.loss_width_db. A lost image costs lost_quality; it has no delay (the
+    controller's loss queue counts it instead). lost_delay_ms is the slot timeout.
     Being smooth, the expectation always pays more power back in a fade, instead
     of giving the image up as a hard threshold would. lost_quality None or < 0: the table's.
 
@@ -200,7 +208,7 @@ class CostModel:
 
     def costs(self, action: Action, snr_db: float) -> SlotCosts:
         c = self.costs_many((action,), snr_db)
-        return SlotCosts(float(c.energy[0]), float(c.delay_ms[0]), float(c.quality[0]))
+        return SlotCosts(float(c.energy[0]), float(c.delay_ms[0]), float(c.quality[0]), float(c.loss[0]))
 
     def costs_many(self, actions, snr_db: float) -> SlotCosts:
         """The costs of every action at snr_db, as arrays (one decision evaluates them all)."""
@@ -215,13 +223,13 @@ class CostModel:
         p = self.loss_probability(effective_snr)
         delay = airtime * 1e3 + np.array([self.decode_ms(a) for a in actions])
         quality = self.table._convert(_interp_rows(effective_snr, self.table.snr_db, curves))
-        return SlotCosts(energy=gain * airtime, delay_ms=p * self.lost_delay_ms + (1 - p) * delay,
-                         quality=p * self.lost_quality + (1 - p) * quality)
+        return SlotCosts(energy=gain * airtime, delay_ms=delay, quality=p * self.lost_quality + (1 - p) * quality,
+                         loss=p)
 
 
 @dataclass
 class LyapunovController:
-    """Drift-plus-penalty decisions with virtual queues Z (delay) and Y (quality).
+    """Drift-plus-penalty decisions with virtual queues Z (delay), Y (quality) and L (loss rate).
 
     The reported SNR is one slot old when the next image goes out. With robust on,
     each action's cost is its expectation over the next slot's SNR, taken as the
@@ -234,8 +242,10 @@ class LyapunovController:
     V: float
     delay_target_ms: float
     quality_target: float
+    loss_target: float = 1.0          # 1: no loss constraint
     Z: float = 0.0
     Y: float = 0.0
+    L: float = 0.0
     robust: bool = True
     window: int = 16
     history: list = field(default_factory=list)
@@ -254,14 +264,17 @@ class LyapunovController:
         total = np.zeros(len(self.actions))
         for snr, weight in points:
             c = self.model.costs_many(self.actions, snr)
-            total += weight * (self.V * c.energy + self.Z * c.delay_ms - self.Y * c.quality)
+            total += weight * (self.V * c.energy + self.Z * (1 - c.loss) * (c.delay_ms - self.delay_target_ms)
+                               - self.Y * c.quality + self.L * c.loss)
         return self.actions[int(np.argmin(total))]
 
-    def update(self, delay_ms: float, quality: float):
-        """Virtual queue update with what the slot really delivered."""
-        self.Z = max(0.0, self.Z + delay_ms - self.delay_target_ms)
+    def update(self, delay_ms: float, quality: float, lost: bool = False):
+        """Virtual queue update with what the slot really delivered (a lost slot's delay is not used)."""
+        if not lost:
+            self.Z = max(0.0, self.Z + delay_ms - self.delay_target_ms)
         self.Y = max(0.0, self.Y + self.quality_target - quality)
-        self.history.append((self.Z, self.Y))
+        self.L = max(0.0, self.L + float(bool(lost)) - self.loss_target)
+        self.history.append((self.Z, self.Y, self.L))
 
 
 _GH_NODES, _GH_WEIGHTS = np.polynomial.hermite_e.hermegauss(5)
@@ -272,12 +285,13 @@ def fixed_policy(action: Action):
     return lambda model, snr_db: action
 
 
-def greedy_policy(actions, delay_target_ms, quality_target):
-    """Threshold adaptation: the least-energy action expected to meet both targets at this SNR
+def greedy_policy(actions, delay_target_ms, quality_target, loss_target=1.0):
+    """Threshold adaptation: the least-energy action expected to meet every target at this SNR
     (ties: the shorter delay), else the best-quality one."""
     def choose(model: CostModel, snr_db: float) -> Action:
         c = model.costs_many(actions, snr_db)
-        feasible = np.flatnonzero((c.quality >= quality_target) & (c.delay_ms <= delay_target_ms))
+        feasible = np.flatnonzero((c.quality >= quality_target) & (c.delay_ms <= delay_target_ms)
+                                  & (c.loss <= loss_target))
         if feasible.size:
             return actions[min(feasible, key=lambda i: (c.energy[i], c.delay_ms[i]))]
         return actions[int(np.argmax(c.quality))]
@@ -285,52 +299,61 @@ def greedy_policy(actions, delay_target_ms, quality_target):
 
 
 def clairvoyant_bound(model: CostModel, actions, trace_db, quality_target: float, delay_target_ms: float,
-                      iterations: int = 60) -> dict:
+                      iterations: int = 60, loss_target: float = 1.0) -> dict:
     """The least average energy any policy over these actions could spend on this trace while
-    meeting both average targets in the cost model, knowing every slot's SNR in advance.
+    meeting the average targets in the cost model, knowing every slot's SNR in advance.
 
-    Per slot it takes argmin E - lam * Q + mu * D (the Lagrangian of the average-constrained
-    problem): lam by bisection until the quality average is met, mu over a log grid for
-    the delay average. Without time-sharing, and with mu on a grid, this estimates the
-    optimum rather than proving a bound. Slots the model expects
-    lost whatever the action (deep fades at full power) cost their delay to every policy, so
-    the delay target is raised to that floor when it lies above it. Returns the energy,
-    quality and delay averages, or {"feasible": False} when even the best-quality choice in
-    every slot misses the quality target.
+    Per slot it takes argmin E - lam * Q + mu * D + nu * p (the Lagrangian of the
+    average-constrained problem): lam by bisection until the quality average is met, mu and nu
+    over log grids for the delay average (over the images expected delivered) and the loss
+    rate. Without time-sharing, and with mu and nu on grids, this estimates the optimum rather
+    than proving a bound. Slots the model expects lost whatever the action (deep fades at full
+    power) are lost to every policy, so the loss target is raised to that floor when it lies
+    below it (and the delay target to the fastest action's). Returns the energy, quality,
+    delay and loss averages, or {"feasible": False} when even the best-quality choice in every
+    slot misses the quality target.
     """
     trace_db = np.asarray(trace_db, dtype=float)
     costs = [model.costs_many(actions, float(snr)) for snr in trace_db]
     energy = np.array([c.energy for c in costs])
     quality = np.array([c.quality for c in costs])
     delay = np.array([c.delay_ms for c in costs])
+    loss = np.array([c.loss for c in costs])
     rows = np.arange(len(trace_db))
     delay_floor = float(delay.min(axis=1).mean())
+    loss_floor = float(loss.min(axis=1).mean())
     delay_target_ms = max(delay_target_ms, delay_floor)
+    loss_target = max(loss_target, loss_floor)
 
-    def solve(lam, mu):
-        pick = np.argmin(energy - lam * quality + mu * delay, axis=1)
-        return pick, quality[rows, pick].mean(), delay[rows, pick].mean()
+    def solve(lam, mu, nu):
+        pick = np.argmin(energy - lam * quality + mu * delay + nu * loss, axis=1)
+        kept = 1.0 - loss[rows, pick]
+        return (pick, quality[rows, pick].mean(), float((kept * delay[rows, pick]).sum() / max(kept.sum(), 1e-12)),
+                loss[rows, pick].mean())
 
     if quality.max(axis=1).mean() < quality_target:
         return {"feasible": False}
     scale = float(energy.max())
     best = None
+    nus = [0.0] + list(scale * np.logspace(-2, 3, 6)) if loss_target < 1.0 else [0.0]
     for mu in [0.0] + list(scale * np.logspace(-4, 1, 11)):
-        lo, hi = 0.0, scale * 1e3
-        if solve(hi, mu)[1] < quality_target:
-            continue
-        for _ in range(iterations):
-            mid = 0.5 * (lo + hi)
-            if solve(mid, mu)[1] >= quality_target:
-                hi = mid
-            else:
-                lo = mid
-        pick, q, d = solve(hi, mu)
-        if d <= delay_target_ms + 1e-9:
-            e = float(energy[rows, pick].mean())
-            if best is None or e < best["energy_per_image"]:
-                best = {"feasible": True, "energy_per_image": e, "avg_quality": float(q), "avg_delay_ms": float(d),
-                        "delay_floor_ms": delay_floor}
+        for nu in nus:
+            lo, hi = 0.0, scale * 1e3
+            if solve(hi, mu, nu)[1] < quality_target:
+                continue
+            for _ in range(iterations):
+                mid = 0.5 * (lo + hi)
+                if solve(mid, mu, nu)[1] >= quality_target:
+                    hi = mid
+                else:
+                    lo = mid
+            pick, q, d, lost = solve(hi, mu, nu)
+            if d <= delay_target_ms + 1e-9 and lost <= loss_target + 1e-9:
+                e = float(energy[rows, pick].mean())
+                if best is None or e < best["energy_per_image"]:
+                    best = {"feasible": True, "energy_per_image": e, "avg_quality": float(q),
+                            "avg_delay_ms": float(d), "loss_rate": float(lost), "delay_floor_ms": delay_floor,
+                            "loss_floor": loss_floor}
     return best or {"feasible": False}
 
 
