@@ -116,6 +116,17 @@ def cmd_bench(args) -> int:
                                command=args.command_line, dataset=args.dataset)
         print(_json.dumps({k: v for k, v in result.items() if k != "trace"}, indent=1))
         return 0
+    if args.what == "soak":
+        from .bench.soak import bench_soak
+        snr = float(args.snr or 10.0)
+        result = bench_soak(args.images or 10000, snr, args.data, args.config, args.json or "out/bench_soak.json",
+                            args.plot or "out/bench_soak.png", args.work_dir or "out/bench_soak", args.set,
+                            command=args.command_line)
+        growth = {k: "n/a" if v is None else f"{100 * v:+.1f} %" for k, v in result["rss_growth"].items()}
+        print(f"soak: {result['n_images']} images: {result['decoded']} decoded, {result['lost']} lost "
+              f"{result['by_reason']}, {result['unaccounted']} unaccounted; RSS growth from image "
+              f"{result['growth_from_images']}: tx {growth['tx']}, rx {growth['rx']}")
+        return 0
     if args.what == "frames":
         from .bench.frames import bench_frames
         snrs = [float(s) for s in (args.snr or "-6,-5,-4,-3,-2,-1,0,2").split(",")]
@@ -201,7 +212,7 @@ def build_parser() -> Parser:
     sub.add_parser("test", help="run the test suite; pytest options pass through (e.g. -k frame, -x)",
                    add_help=False)
     b = sub.add_parser("bench", help="benchmarks (writes JSON and a PNG plot)")
-    b.add_argument("what", choices=["link", "calibrate", "control", "frames", "codec"])
+    b.add_argument("what", choices=["link", "calibrate", "control", "frames", "codec", "soak"])
     b.add_argument("--codec", default=None, help="link: one codec or several, comma-separated "
                    "(deepjscc, deepjscc_sr, swinjscc, <codec>+refiner, separation, separation-webp|-jpeg2000|-avif); "
                    "calibrate, control: one (default deepjscc); codec: spic, cspic, webp, avif, jpeg2000 "
@@ -228,11 +239,12 @@ def build_parser() -> Parser:
                         "(repeatable)")
     b.add_argument("--snr", default=None, help="link: channel SNRs (default 0,5,10,15,20); calibrate: "
                    "(default -10 to 30 in 2.5 dB steps); frames: "
-                   "(default -6,-5,-4,-3,-2,-1,0,2)")
+                   "(default -6,-5,-4,-3,-2,-1,0,2); soak: one (default 10)")
     b.add_argument("--frames", type=int, default=200, help="frames: known-symbol frames per SNR")
     b.add_argument("--symbols", type=int, default=512, help="frames: payload symbols per frame (512: a CIFAR "
                    "image at CBR 1/6)")
-    b.add_argument("--images", type=int, default=None, help="images (link 200, calibrate 300, control 2000)")
+    b.add_argument("--images", type=int, default=None, help="images (link 200, calibrate 300, control 2000, "
+                                                             "soak 10000)")
     b.add_argument("--data", default=None, help="folder holding cifar10/ (default ../shared/datasets)")
     b.add_argument("--config", default=str(REPO / "radio_config" / "zmq_loopback.yaml"))
     b.add_argument("--json", default=None, help="default out/bench_<what>.json")
@@ -249,9 +261,10 @@ def build_parser() -> Parser:
     b.add_argument("--quality-target", type=float, default=None,
                    help="control: the average quality constraint in that metric's unit (default: the setup's)")
     b.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="control, frames: a setup change for every run (e.g. controller.calibration=FILE, "
+                   help="control, frames, soak: a setup change for every run (e.g. controller.calibration=FILE, "
                         "channel.cfo=0.2), repeatable")
-    b.add_argument("--work-dir", default=None, help="control: folder for the runs (default out/bench_control)")
+    b.add_argument("--work-dir", default=None, help="control, soak: folder for the runs (default "
+                                                    "out/bench_<what>)")
     for name, module in PASS_THROUGH.items():
         sub.add_parser(name, help=f"models/gsc_models/{module}.py; its options pass through "
                                   f"(scripts/gsc {name} --help lists them)", add_help=False)
@@ -268,7 +281,7 @@ def build_parser() -> Parser:
 
 def main(argv=None) -> int:
     from .core.models import CodecError
-    from .core.config import ConfigError
+    from .core.config import ConfigError, RadioError
     from .core.images import ImageError
     argv = list(sys.argv[1:] if argv is None else argv)
     p = build_parser()
@@ -293,7 +306,7 @@ def main(argv=None) -> int:
             return cmd_grc(args)
         from .apps.run import run_rx, run_tx
         return run_tx(args) if args.command == "tx" else run_rx(args)
-    except (ConfigError, CodecError, ImageError, FileNotFoundError) as err:
+    except (ConfigError, CodecError, ImageError, FileNotFoundError, RadioError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 

@@ -15,14 +15,36 @@ from .pdu_util import split_pdu
 def read_manifest(path) -> dict:
     """TX manifest JSONL -> {(session, image_id): record}; the last record of a key wins
     (a transmitter restarted into the same folder appends under a new session)."""
-    records = {}
-    path = Path(path)
-    if path.is_file():
-        for line in path.read_text().splitlines():
+    return ManifestReader(path).records
+
+
+class ManifestReader:
+    """The TX manifest as it grows: each refresh reads only the lines appended since the last
+    (the transmitter appends as it goes), so a long run costs no re-read of the whole file."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+        self.records = {}
+        self.offset = 0
+        self.refresh()
+
+    def refresh(self):
+        if not self.path.is_file():
+            return
+        with self.path.open("rb") as fh:
+            fh.seek(self.offset)
+            chunk = fh.read()
+        end = chunk.rfind(b"\n") + 1            # a line still being written waits for the next refresh
+        for line in chunk[:end].decode().splitlines():
             if line.strip():
                 record = json.loads(line)
-                records[(int(record.get("session", 0)), int(record["image_id"]))] = record
-    return records
+                self.records[(int(record.get("session", 0)), int(record["image_id"]))] = record
+        self.offset += end
+
+    def get(self, key):
+        if key not in self.records:
+            self.refresh()
+        return self.records.get(key)
 
 
 class image_sink(gr.basic_block):
@@ -49,7 +71,7 @@ class image_sink(gr.basic_block):
         self.manifest = manifest
         self.log_path = self.out_dir / "received.jsonl"
         self.received = []
-        self.references = {}
+        self.references = ManifestReader(manifest) if manifest else None
         self.classify = bool(classify)
         self.classifier = None
         self.lock = threading.Lock()
@@ -67,9 +89,7 @@ class image_sink(gr.basic_block):
                   if isinstance(v, (int, float, str, np.integer, np.floating))}
         record["fragments_missing"] = [int(i) for i in meta.get("fragments_missing", [])]
         record["fragments_damaged"] = [int(i) for i in meta.get("fragments_damaged", [])]
-        if self.manifest and key not in self.references:
-            self.references = read_manifest(self.manifest)   # the TX appends as it goes
-        reference = self.references.get(key)
+        reference = self.references.get(key) if self.references is not None else None
         name = reference["name"] if reference else f"{image_id}"
         record["file"] = f"rx_{key[0]:04d}_{image_id:05d}_{name}.png"
         save_png(self.out_dir / record["file"], image)

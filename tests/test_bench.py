@@ -114,7 +114,8 @@ def test_bench_control_accounts_every_slot_and_names_the_cheapest_fixed_policy(t
                            json_path=tmp_path / "control.json", codec="swinjscc", quality_metric="accuracy_pct",
                            quality_target=50.0)
     assert json.loads((tmp_path / "control.json").read_text())["codec"] == "swinjscc"
-    assert result["targets"] == {"delay_ms": 10.0, "quality": 50.0, "quality_metric": "accuracy_pct"}
+    assert result["targets"] == {"delay_ms": 10.0, "quality": 50.0, "quality_metric": "accuracy_pct",
+                                 "loss_rate": 0.05}
     slots = [json.loads(line) for line in (tmp_path / "work" / "lyapunov" / "tx_controller.jsonl").read_text()
              .splitlines()]
     decoded = [s for s in slots if not s.get("lost")]
@@ -122,7 +123,8 @@ def test_bench_control_accounts_every_slot_and_names_the_cheapest_fixed_policy(t
     assert all(s["quality_metric"] == "accuracy_pct" for s in slots)
     assert set(result["policies"]) == {"lyapunov", "greedy"} and set(result["fixed"]) == {"fixed_1", "fixed_2"}
     for summary in [*result["policies"].values(), *result["fixed"].values()]:
-        assert summary["n_images"] == 4
+        assert summary["n_images"] == 4 and summary["loss_rate"] == summary["lost"] / 4
+        assert summary["lost"] == summary["lost_timeouts"] + summary["lost_no_report"] + summary["lost_decode_failed"]
     assert result["model"]["calibration"].endswith("swinjscc/calibration.json")
     cheapest = result.get("cheapest_fixed_meeting_targets")
     meeting = [s["energy_per_image"] for s in result["fixed"].values() if s["constraints_met"]]
@@ -219,3 +221,22 @@ def test_bench_control_on_camvid_runs_sqgan_with_miou_and_its_kept_fractions(tmp
         assert len(slots) == 4 and all(s["quality_metric"] == "miou_pct" for s in slots)
         assert all(str(s["rate_index"]) in table["rates"] for s in slots if not s.get("lost"))
         assert all(100 * table["lost"]["miou"] <= s["quality"] <= 100 for s in slots)
+
+
+def test_bench_soak_samples_both_processes_and_accounts_every_image(tmp_path):
+    """A short soak (8 images, round four times): memory and descriptors of both processes
+    sampled while they run, every image decoded or lost, growth measured from the 8th image."""
+    from gsc_blocks.bench.soak import bench_soak, rss_growth
+    data = _cifar_folder(tmp_path / "d", 8)
+    result = bench_soak(32, 20.0, data, json_path=tmp_path / "soak.json", plot_path=tmp_path / "soak.png",
+                        work_dir=tmp_path / "work", command="test", growth_from=8)
+    saved = json.loads((tmp_path / "soak.json").read_text())
+    assert saved["n_images"] == 32 and saved["decoded"] + saved["lost"] == 32 and saved["unaccounted"] == 0
+    assert saved["decoded"] >= 31 and saved["command"] == "test" and saved["commit"]
+    rx_rss = [s["rss_mb"]["rx"] for s in saved["samples"] if s["rss_mb"]["rx"] is not None]
+    tx_fds = [s["fds"]["tx"] for s in saved["samples"] if s["fds"]["tx"] is not None]
+    assert max(rx_rss) > 50 and max(tx_fds) > 2      # ORT and GNU Radio loaded; sockets open
+    assert set(saved["rss_growth"]) == {"tx", "rx"} and (tmp_path / "soak.png").is_file()
+    assert result["models"] and "deepjscc" in result["models"]
+    samples = [{"images": n, "rss_mb": {"tx": rss, "rx": rss}} for n, rss in ((0, 90.0), (8, 100.0), (20, 104.0))]
+    assert rss_growth(samples, "rx", 8) == pytest.approx(0.04) and rss_growth(samples, "rx", 50) is None

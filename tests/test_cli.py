@@ -141,3 +141,12 @@ def test_rx_without_a_transmitter_says_what_to_check_within_seconds(tmp_path):
     assert (f"no frame yet after 5 s: is the transmitter running with the same zmq.address "
             f"(tcp://127.0.0.1:{port})") in rx.stderr
     assert "0 images decoded" in rx.stdout and "ended by --max-seconds 7" in rx.stdout
+
+
+def test_rx_with_no_usrp_attached_stops_at_once_saying_what_to_check(tmp_path):
+    """The B210 setup with no radio on the machine: one line naming the args it looked for and
+    how to check the device, exit 2, no traceback."""
+    rx = gsc("rx", "--config", REPO / "radio_config" / "usrp_b210.yaml", "--out", tmp_path, timeout=120)
+    assert rx.returncode == 2 and "Traceback" not in rx.stderr, rx.stderr
+    (line,) = [line for line in rx.stderr.splitlines() if line.startswith("error:")]
+    assert "no USRP found for usrp.args 'type=b200'" in line and "uhd_find_devices" in line

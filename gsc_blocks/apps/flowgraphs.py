@@ -7,6 +7,7 @@ import pmt
 from gnuradio import gr, zeromq
 
 from ..channel import from_config as channel_from_config
+from ..core.config import RadioError
 from ..image_sink import image_sink
 from ..image_source import image_source
 from ..lyapunov_controller import lyapunov_controller
@@ -25,16 +26,30 @@ def _usrp(config, direction):
     from gnuradio import uhd
     u = config["usrp"]
     stream = uhd.stream_args(cpu_format="fc32", channels=[0])
-    if direction == "tx":
-        dev = uhd.usrp_sink(u["args"], stream, "packet_len")
-        dev.set_gain(u["tx_gain"], 0)
-        dev.set_antenna(u["tx_antenna"], 0)
-    else:
-        dev = uhd.usrp_source(u["args"], stream)
-        dev.set_gain(u["rx_gain"], 0)
-        dev.set_antenna(u["rx_antenna"], 0)
-    dev.set_samp_rate(u["samp_rate"])
-    dev.set_center_freq(u["center_freq"], 0)
+    where = config.get("_path", "the setup")
+    try:
+        if direction == "tx":
+            dev = uhd.usrp_sink(u["args"], stream, "packet_len")
+        else:
+            dev = uhd.usrp_source(u["args"], stream)
+    except RuntimeError as err:
+        found = "no USRP found" if "No devices found" in str(err) else f"the USRP did not open ({str(err).strip()})"
+        raise RadioError(
+            f"{found} for usrp.args {u['args']!r} ({where}): check that it is attached and powered, list what "
+            "UHD sees with `uhd_find_devices` (then `uhd_usrp_probe --args ...`), and set usrp.args to match "
+            "(e.g. serial=...); over the network, the host needs an address on the radio's subnet") from None
+    try:
+        if direction == "tx":
+            dev.set_gain(u["tx_gain"], 0)
+            dev.set_antenna(u["tx_antenna"], 0)
+        else:
+            dev.set_gain(u["rx_gain"], 0)
+            dev.set_antenna(u["rx_antenna"], 0)
+        dev.set_samp_rate(u["samp_rate"])
+        dev.set_center_freq(u["center_freq"], 0)
+    except RuntimeError as err:
+        raise RadioError(f"the USRP ({u['args']!r}, {where}) refused a setting: {str(err).strip()}; see "
+                         "`uhd_usrp_probe` for its antennas, gain and frequency ranges") from None
     return dev
 
 
@@ -119,7 +134,7 @@ class tx_top(gr.top_block):
                 ctrl["power_levels"], ctrl["policy"], ctrl["fixed_power_level"], config["channel"]["snr_db"],
                 ctrl["loss_snr_db"], ctrl["lost_quality"], ctrl["slot_timeout_s"] * 1e3,
                 ctrl["fixed_rate_index"], ctrl["quality_metric"], ctrl["fixed_refine_steps"], ctrl["refine_steps"],
-                loss_width_db=ctrl["loss_width_db"])
+                loss_width_db=ctrl["loss_width_db"], loss_target=ctrl["loss_target"])
             self.encoder.handle_control(pmt.to_pmt(self.controller.initial_command()))
             self.reports = zeromq.sub_msg_source(ctrl["report_address"], ZMQ_TIMEOUT_MS, False)
             self.msg_connect(self.reports, "out", self.controller, "report")

@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from ..core.config import ConfigError, load_config, parse_overrides  # noqa: F401 (parse_overrides: callers)
+from ..core.config import ConfigError, RadioError, load_config, parse_overrides  # noqa: F401 (parse_overrides: callers)
 from ..core.images import ImageError, list_images
 from ..core.models import CodecError
 from .runlog import RUNS_DIR, RunLog
@@ -250,13 +250,15 @@ def _free_port_overrides(config, overrides) -> list[str]:
     return extra
 
 
-def run_link(config_path, images, out_dir, overrides=(), timeout_s=600, quiet=True) -> Path:
+def run_link(config_path, images, out_dir, overrides=(), timeout_s=600, quiet=True, monitor=None,
+             monitor_s=1.0) -> Path:
     """RX and TX as two processes over ZMQ; returns the output folder when both ended.
 
     The setup and the model are checked here first, so a bad YAML value or a
     missing/tampered model stops with one clear message before anything starts.
     The receiver ends at the transmitter's end-of-stream frame. The two talk over
-    loopback ports picked free at start (see _free_port_overrides).
+    loopback ports picked free at start (see _free_port_overrides). monitor(tx, rx), given,
+    is called every monitor_s seconds with the two Popen objects while the transmitter runs.
     """
     from ..core.registry import make_codec
     config = load_config(config_path, list(overrides))
@@ -300,11 +302,14 @@ def run_link(config_path, images, out_dir, overrides=(), timeout_s=600, quiet=Tr
                               stdout=rx_log, stderr=subprocess.STDOUT, env=env)
         tx = subprocess.Popen([python, "-m", "gsc_blocks.apps.run", "tx"] + common + ["--images", str(images)],
                               stdout=tx_log, stderr=subprocess.STDOUT, env=env)
-        try:
-            tx_rc = tx.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
+        deadline = time.time() + timeout_s
+        while tx.poll() is None and time.time() < deadline:
+            if monitor is not None:
+                monitor(tx, rx)
+            time.sleep(monitor_s if monitor is not None else 0.05)
+        if tx.poll() is None:
             tx.kill()
-            tx_rc = -9
+        tx_rc = tx.wait()
         try:
             rx_rc = rx.wait(timeout=60)
         except subprocess.TimeoutExpired:
@@ -357,7 +362,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     try:
         return run_tx(args) if args.role == "tx" else run_rx(args)
-    except (ConfigError, CodecError, ImageError) as err:
+    except (ConfigError, CodecError, ImageError, RadioError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 

@@ -15,6 +15,10 @@ class ConfigError(ValueError):
     pass
 
 
+class RadioError(RuntimeError):
+    """The radio the setup names could not be opened or set up (a USRP not attached)."""
+
+
 def _num(lo=None, hi=None, integer=False):
     return {"type": "int" if integer else "number", "min": lo, "max": hi}
 
@@ -83,7 +87,10 @@ SCHEMA = {
         "policy": {"type": "choice", "choices": ["lyapunov", "fixed", "greedy"], "default": "lyapunov",
                    "doc": "allocation policy"},
         "V": {**_num(0, 1e12), "default": 2e4, "doc": "drift-plus-penalty energy weight"},
-        "delay_target_ms": {**_num(0, 1e6), "default": 10.0, "doc": "average delay constraint"},
+        "delay_target_ms": {**_num(0, 1e6), "default": 10.0,
+                            "doc": "average delay constraint, over the images delivered (a lost image has no delay)"},
+        "loss_target": {**_num(0, 1), "default": 0.05,
+                        "doc": "average loss-rate constraint: the fraction of images lost (1 = none)"},
         "quality_metric": {"type": "choice", "choices": ["psnr_db", "ms_ssim_db", "accuracy_pct", "miou_pct"],
                            "default": "psnr_db",
                            "doc": "what the quality constraint measures: PSNR (dB), MS-SSIM in dB "
