@@ -1,6 +1,7 @@
 """Image sink: decoded image PDUs -> PNG files, metrics and a JSONL log."""
 import json
 import threading
+from collections import deque
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +47,12 @@ class ManifestReader:
             self.refresh()
         return self.records.get(key)
 
+    def take(self, key):
+        """get, and forget the record: a long run keeps only those of images not yet received."""
+        record = self.get(key)
+        self.records.pop(key, None)
+        return record
+
 
 class image_sink(gr.basic_block):
     """Writes each received image as <out_dir>/rx_<session>_<id>_<name>.png and one JSONL line
@@ -70,7 +77,8 @@ class image_sink(gr.basic_block):
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.manifest = manifest
         self.log_path = self.out_dir / "received.jsonl"
-        self.received = []
+        self.count = 0                       # images written
+        self.received = deque(maxlen=256)    # the latest records (received.jsonl has them all)
         self.references = ManifestReader(manifest) if manifest else None
         self.classify = bool(classify)
         self.classifier = None
@@ -89,7 +97,7 @@ class image_sink(gr.basic_block):
                   if isinstance(v, (int, float, str, np.integer, np.floating))}
         record["fragments_missing"] = [int(i) for i in meta.get("fragments_missing", [])]
         record["fragments_damaged"] = [int(i) for i in meta.get("fragments_damaged", [])]
-        reference = self.references.get(key) if self.references is not None else None
+        reference = self.references.take(key) if self.references is not None else None
         name = reference["name"] if reference else f"{image_id}"
         record["file"] = f"rx_{key[0]:04d}_{image_id:05d}_{name}.png"
         save_png(self.out_dir / record["file"], image)
@@ -105,6 +113,7 @@ class image_sink(gr.basic_block):
                 self._judge(image, reference["path"], record)
         with self.lock:
             self.received.append(record)
+            self.count += 1
             with self.log_path.open("a") as fh:
                 fh.write(json.dumps(record) + "\n")
         report = {k: record[k] for k in ("image_id", "session", "user", "slot", "snr_est_db", "snr_eff_db", "decode_ms",

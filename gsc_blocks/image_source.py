@@ -2,6 +2,7 @@
 import json
 import threading
 import time
+from collections import deque
 from pathlib import Path
 
 import numpy as np
@@ -50,7 +51,9 @@ class image_source(background_worker, gr.basic_block):
         self.start_delay_s = float(start_delay_s)
         self.manifest = Path(manifest) if manifest else None
         self.finished = threading.Event()
-        self.records = []
+        self.records = deque(maxlen=256)      # the latest records (the manifest has them all)
+        self.sent = self.rejected = 0
+        self.hold = None                       # callable: True while the transmitter is too far behind
         self._stop = threading.Event()
         self.paced = bool(paced)
         self._next = threading.Semaphore(0)
@@ -64,6 +67,10 @@ class image_source(background_worker, gr.basic_block):
 
     def _record(self, record):
         self.records.append(record)
+        if record["status"] == "sent":
+            self.sent += 1
+        else:
+            self.rejected += 1
         if self.manifest:
             with self.manifest.open("a") as fh:
                 fh.write(json.dumps(record) + "\n")
@@ -76,6 +83,8 @@ class image_source(background_worker, gr.basic_block):
                 while not self._next.acquire(timeout=0.1):
                     if self._stop.is_set():
                         break
+            while self.hold is not None and self.hold() and not self._stop.wait(0.005):
+                pass            # backpressure: the radio has not taken what was framed before
             if self._stop.is_set():
                 break
             image_id = (self.first_id + offset) % 65536

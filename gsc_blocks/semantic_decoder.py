@@ -1,6 +1,7 @@
 """Semantic decoder: equalized fragment PDUs -> reassembled, decoded image PDUs."""
 import threading
 import time
+from collections import deque
 
 import numpy as np
 import pmt
@@ -17,6 +18,8 @@ LOST_REPORT_KEYS = ("snr_est_db", "snr_eff_db", "power_level", "rate_index", "re
 from .pdu_util import make_pdu, split_pdu
 from .worker import background_worker
 
+
+TIMINGS_KEPT = 10000      # per-image timings kept for the stats: a long run must not grow
 
 class semantic_decoder(background_worker, gr.basic_block):
     """Reassembles fragments per image and runs the codec's ONNX decoder.
@@ -63,7 +66,7 @@ class semantic_decoder(background_worker, gr.basic_block):
         self.lock = threading.Lock()            # one decode at a time
         self.reassembly_lock = threading.Lock()  # handler, timer and flush threads share it
         self.busy = 0                            # decodes in progress (a receiver waits for them)
-        self.decode_ms = []
+        self.decode_ms = deque(maxlen=TIMINGS_KEPT)   # the latest, for the stats
         self.images_out = 0
         for port in ("in", "flush", "control"):
             self.message_port_register_in(pmt.intern(port))

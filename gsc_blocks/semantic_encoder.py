@@ -1,6 +1,7 @@
 """Semantic encoder: image PDUs -> fragment PDUs of complex JSCC symbols (ONNX Runtime)."""
 import threading
 import time
+from collections import deque
 
 import numpy as np
 import pmt
@@ -19,6 +20,8 @@ def fragment(symbols: np.ndarray, max_symbols: int):
     count = max(1, -(-symbols.size // max_symbols))
     return np.array_split(symbols, count)
 
+
+TIMINGS_KEPT = 10000      # per-image timings kept for the stats: a long run must not grow
 
 class semantic_encoder(gr.basic_block):
     """Runs the codec's ONNX encoder on each image and fragments the symbols.
@@ -59,7 +62,7 @@ class semantic_encoder(gr.basic_block):
         self.images_handled = 0     # encoded or refused
         self.end_of_stream_sent = False
         self.fragments_out = 0
-        self.encode_ms = []
+        self.encode_ms = deque(maxlen=TIMINGS_KEPT)   # the latest, for the stats
         for port in ("in", "control"):
             self.message_port_register_in(pmt.intern(port))
         for port in ("out", "events"):

@@ -79,6 +79,10 @@ def check_calibration_cbr(config):
                          f"this CBR with `scripts/gsc bench calibrate --codec {config['codec']['name']} --cbr ...`")
 
 
+MAX_IMAGES_AHEAD = 32              # images handed to the encoder and not yet encoded
+MAX_SAMPLES_AHEAD = 1 << 20        # samples framed and not yet taken by the radio (8 MiB)
+
+
 class event_log(gr.basic_block):
     """Message sink for the blocks' 'events' (dicts): keeps them in order and, given a path,
     appends each to that JSONL file as it comes, so a process that is killed leaves its events
@@ -123,6 +127,10 @@ class tx_top(gr.top_block):
                                  max_fragment_symbols=ofdm["max_fragment_symbols"],
                                  idle_zeros=4096 if ctrl["enabled"] else 0)
         self.events = event_log(events_path)
+        # Backpressure: the source waits while images wait for the encoder, or framed samples
+        # for the radio, beyond a bound, so a long batch never piles up in memory.
+        self.source.hold = lambda: (self.source.sent - self.encoder.images_handled > MAX_IMAGES_AHEAD
+                                    or self.tx.builder.samples_queued - self.tx.flusher.passed > MAX_SAMPLES_AHEAD)
         self.msg_connect(self.source, "out", self.encoder, "in")
         self.msg_connect(self.encoder, "out", self.tx, "in")
         self.msg_connect(self.encoder, "events", self.events, "store")
@@ -161,7 +169,7 @@ class tx_top(gr.top_block):
         return self.tx.builder
 
     def all_framed(self) -> bool:
-        sent = sum(1 for r in self.source.records if r["status"] == "sent")
+        sent = self.source.sent
         return (self.source.finished.is_set() and self.encoder.images_handled >= sent
                 and self.builder.frames_built >= self.encoder.fragments_out)
 

@@ -63,15 +63,26 @@ def run_tx(args) -> int:
     deadline = time.time() + args.max_seconds
     if top.controller is not None:
         _closed_loop(top, deadline)
+    taken, last_change, delivered = -1, time.time(), None
     while not (top.all_framed() and top.encoder.end_of_stream_sent) and time.time() < deadline:
+        if top.radio_sink.nitems_read(0) != taken:
+            taken, last_change = top.radio_sink.nitems_read(0), time.time()
+        elif top.source.hold() and time.time() - last_change > args.stall_seconds:
+            # The source waits for the radio (backpressure), and the radio takes nothing.
+            print(f"gsc tx: error: the radio sink took no samples for {args.stall_seconds:g} s with "
+                  f"{top.source.sent} of {len(images)} images handed over: is a receiver reading "
+                  f"(scripts/gsc rx with the same {_peer(config)})?", file=sys.stderr, flush=True)
+            delivered = "stalled"
+            break
         time.sleep(0.02)
-    top.flush(ZMQ_TAIL_SAMPLES if config["link"] == "zmq" else RADIO_TAIL_SAMPLES)
-    delivered = _wait_sent(top, deadline, args.linger, args.stall_seconds, _peer(config))
+    if delivered is None:
+        top.flush(ZMQ_TAIL_SAMPLES if config["link"] == "zmq" else RADIO_TAIL_SAMPLES)
+        delivered = _wait_sent(top, deadline, args.linger, args.stall_seconds, _peer(config))
     top.stop()
     top.wait()
     stats = {"images_offered": len(images), "images_encoded": top.encoder.images_encoded,
              "fragments": top.encoder.fragments_out, "frames": top.builder.frames_built,
-             "samples": top.builder.samples_queued, "encode_ms": top.encoder.encode_ms,
+             "samples": top.builder.samples_queued, "encode_ms": list(top.encoder.encode_ms),
              "events": top.event_list(), "t_start": t_start, "t_end": time.time(),
              "completed": top.all_framed(), "stream": delivered}
     (out / "tx_stats.json").write_text(json.dumps(stats))
@@ -80,7 +91,7 @@ def run_tx(args) -> int:
         with (out / "tx_controller.jsonl").open("w") as fh:
             for record in top.controller.slots:
                 fh.write(json.dumps(record) + "\n")
-    sent = sum(1 for r in top.source.records if r["status"] == "sent")
+    sent = top.source.sent
     outcome = {"complete": "every sample went out", "receiver_closed": "the receiver left after the last frame",
                "stalled": "the receiver stopped reading", "deadline": "--max-seconds passed"}[delivered]
     print(f"gsc tx: {sent} of {len(images)} images sent ({top.encoder.images_encoded} encoded) in "
@@ -131,7 +142,7 @@ def _closed_loop(top, deadline):
     """Wait for one controller record per image sent: a report, or the controller's own lost
     charge once its slot timeout passed."""
     while time.time() < deadline:
-        sent = sum(1 for r in top.source.records if r["status"] == "sent")
+        sent = top.source.sent
         if top.source.finished.is_set() and len(top.controller.slots) >= sent:
             return
         time.sleep(0.01)
@@ -170,7 +181,7 @@ def run_rx(args) -> int:
             ended = "max_seconds"
             break
         # Activity: frames whose header passed its CRC (noise alone makes none) and images decoded.
-        count = top.fragments_received + len(top.sink.received)
+        count = top.fragments_received + top.sink.count
         if count != last_count or not top.decoder.idle:
             last_count, last_change = count, time.time()
         if time.time() - runlog.record["t_alive"] > 1.0:
@@ -188,20 +199,20 @@ def run_rx(args) -> int:
         time.sleep(0.05)
     top.decoder.flush()
     drain_deadline = time.time() + 60
-    while len(top.sink.received) < top.decoder.images_out and time.time() < drain_deadline:
+    while top.sink.count < top.decoder.images_out and time.time() < drain_deadline:
         time.sleep(0.05)     # the sink still writes images the flush decoded
     top.stop()
     top.wait()
     stats = {"frames_ok": top.rx.header_decoder.frames_ok,
              "header_failures": top.rx.header_decoder.frames_failed,
-             "images_decoded": len(top.sink.received), "decode_ms": top.decoder.decode_ms,
+             "images_decoded": top.sink.count, "decode_ms": list(top.decoder.decode_ms),
              "ended": ended, "events": top.event_list(), "t_start": t_start, "t_end": time.time()}
     (out / "rx_stats.json").write_text(json.dumps(stats, default=str))
     runlog.close(**stats)
     reason = {"end_of_stream": "the transmitter's end-of-stream frame",
               "idle": f"no frame for {args.idle:g} s (no end-of-stream frame received)",
               "max_seconds": f"--max-seconds {args.max_seconds:g}", "signal": "a signal"}[ended]
-    print(f"gsc rx: {len(top.sink.received)} images decoded from {top.rx.header_decoder.frames_ok} frames "
+    print(f"gsc rx: {top.sink.count} images decoded from {top.rx.header_decoder.frames_ok} frames "
           f"({top.rx.header_decoder.frames_failed} header CRC failures); ended by {reason}", flush=True)
     if Path(manifest).is_file() and Path(manifest).parent == out:
         from ..core.report import format_reconciliation, reconcile
@@ -292,7 +303,8 @@ def run_link(config_path, images, out_dir, overrides=(), timeout_s=600, quiet=Tr
         images = listing
     common = ["--config", str(config_path)] + [x for pair in overrides for x in ("--set", pair)] + ["--out", str(out)]
     python = sys.executable
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    # Two malloc arenas (scripts/gsc sets the same): see scripts/gsc.
+    env = dict(os.environ, PYTHONUNBUFFERED="1", MALLOC_ARENA_MAX=os.environ.get("MALLOC_ARENA_MAX", "2"))
     with open(out / "rx.log", "w") as rx_log, open(out / "tx.log", "w") as tx_log:
         # In a closed loop a fade can hide frame after frame from the receiver while the controller
         # waits out each slot's timeout: the receiver's idle stop must outlast a long run of them.
