@@ -21,6 +21,8 @@ PAGES = {
                                "receiver's rate"),
     "control": ("bench control", "the closed loop over the link under an SNR trace, per policy"),
     "calibrate": ("bench calibrate", "the controller's calibration tables, at three of their SNRs"),
+    "soak": ("bench soak", "long runs of the two-process ZMQ loopback: every image accounted for, and each "
+                           "process's memory and file descriptors over the run"),
     "codec": ("bench codec", "CamVid codecs, bits only: bits per pixel against the segmenters' mIoU, PSNR, "
                              "MS-SSIM and the segmenter-feature Frechet distance"),
 }
@@ -172,6 +174,27 @@ def codec_section(name: str, result: dict) -> list[str]:
     return lines
 
 
+def soak_section(name: str, result: dict) -> list[str]:
+    growth = result["rss_growth"]
+    pct = {k: "-" if v is None else f"{100 * v:+.1f} %" for k, v in growth.items()}
+    peak = {side: max((s["rss_mb"][side] for s in result["samples"] if s["rss_mb"][side] is not None), default=None)
+            for side in ("tx", "rx")}
+    fds = {side: max((s["fds"][side] for s in result["samples"] if s["fds"][side] is not None), default=None)
+           for side in ("tx", "rx")}
+    lines = [f"## {name}", "", f"{result['n_images']} images at {result['snr_db']:g} dB, "
+             f"{_number(result.get('images_per_s'), 1)} images/s decoded over the run.", ""]
+    lines += _provenance_lines({"provenance": result}) + [""]
+    lines += ["| images | decoded | lost | unaccounted | RSS growth from image "
+              f"{result['growth_from_images']} (tx / rx) | peak RSS MB (tx / rx) | most open fds (tx / rx) |",
+              "| --- | --- | --- | --- | --- | --- | --- |",
+              f"| {result['n_images']} | {result['decoded']} | {result['lost']} | {result['unaccounted']} | "
+              f"{pct['tx']} / {pct['rx']} | {_number(peak['tx'], 0)} / {_number(peak['rx'], 0)} | "
+              f"{fds['tx']} / {fds['rx']} |"]
+    if result.get("by_reason"):
+        lines += ["", "Lost: " + ", ".join(f"{n} {cause}" for cause, n in result["by_reason"].items()) + "."]
+    return lines + [""]
+
+
 def _page(kind: str, sections: list[str], sources: str) -> str:
     title, what = PAGES[kind]
     head = [f"# Results: {title}", "", f"{what[0].upper() + what[1:]}.",
@@ -214,7 +237,7 @@ def generate(repo: Path = REPO) -> dict[Path, str]:
     """{path relative to the repo: text} of every generated file."""
     out = {}
     for kind, section in (("link", link_section), ("frames", frames_section), ("control", control_section),
-                          ("codec", codec_section)):
+                          ("codec", codec_section), ("soak", soak_section)):
         files = sorted((repo / "results" / kind).glob("*.json"))
         sections = [line for f in files for line in _with_plot(section(f.stem, _load(f)), repo, kind, f.stem)]
         if not files:
