@@ -45,7 +45,8 @@ class image_source(background_worker, gr.basic_block):
                              f"user {user} 0..{MAX_USERS - 1}")
         if isinstance(paths, (str, Path)):
             paths = list_images(paths)
-        self.paths = [Path(p) for p in paths]
+        # Plain strings: a Path caches its text once used, and a long batch would keep it all.
+        self.paths = [str(p) for p in paths]
         self.first_id = int(first_id)
         self.interval_s = float(interval_s)
         self.start_delay_s = float(start_delay_s)
@@ -78,7 +79,8 @@ class image_source(background_worker, gr.basic_block):
     def _work(self):
         if self._stop.wait(self.start_delay_s):
             return
-        for offset, path in enumerate(self.paths):
+        for offset, name in enumerate(self.paths):
+            path = Path(name)
             if self.paced and offset:
                 while not self._next.acquire(timeout=0.1):
                     if self._stop.is_set():
