@@ -209,6 +209,11 @@ def build_parser() -> Parser:
     r.add_argument("--out", required=True, help="the folder scripts/gsc tx and rx wrote")
     r.add_argument("--json", default=None, help="default OUT/report.json")
     r.add_argument("--table", action="store_true", help="also print one line per image")
+    u = sub.add_parser("gui", help="run a QT GUI flowgraph (default the loopback) for a while and save a "
+                                   "screenshot of its tabs; headless without a display")
+    u.add_argument("--flowgraph", default=str(REPO / "flowgraphs" / "gsc_loopback.grc"))
+    u.add_argument("--seconds", type=float, default=20.0, help="how long it runs before the screenshot")
+    u.add_argument("--out", default=str(REPO / "out" / "gui.png"), help="the screenshot (PNG)")
     sub.add_parser("test", help="run the test suite; pytest options pass through (e.g. -k frame, -x)",
                    add_help=False)
     b = sub.add_parser("bench", help="benchmarks (writes JSON and a PNG plot)")
@@ -298,6 +303,9 @@ def main(argv=None) -> int:
             return cmd_demo(args)
         if args.command == "report":
             return cmd_report(args)
+        if args.command == "gui":
+            from .apps.gui import main as gui_main
+            return gui_main(["--flowgraph", args.flowgraph, "--seconds", str(args.seconds), "--out", args.out])
         if args.command == "bench":
             return cmd_bench(args)
         if args.command == "docs":

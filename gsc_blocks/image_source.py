@@ -1,6 +1,7 @@
 """Image source: image files -> image PDUs, with a manifest of everything offered."""
 import json
 import threading
+import itertools
 import time
 from collections import deque
 from pathlib import Path
@@ -29,6 +30,8 @@ class image_source(background_worker, gr.basic_block):
         session: the transmission's session id in every header and manifest record
             (-1: drawn at random at construction, so a restarted transmitter is told apart).
         user: the transmitter's user id (0..7) in every header and manifest record.
+        loop: after the last image start again from the first, with new ids, until the
+            flowgraph stops (a live display); no end-of-stream then.
     A file that cannot be decoded is reported in the manifest and on 'events'; the
     rest of the batch still goes out. After the last image an end-of-stream PDU (meta
     end_of_stream, images, next_image_id; no pixels) goes out on 'out', from which the
@@ -36,7 +39,7 @@ class image_source(background_worker, gr.basic_block):
     """
 
     def __init__(self, paths=(), first_id=0, interval_s=0.0, manifest="", start_delay_s=0.0, paced=False,
-                 session=-1, user=0):
+                 session=-1, user=0, loop=False):
         gr.basic_block.__init__(self, name="gsc_image_source", in_sig=None, out_sig=None)
         self.session = new_session() if int(session) < 0 else int(session)
         self.user = int(user)
@@ -57,6 +60,7 @@ class image_source(background_worker, gr.basic_block):
         self.hold = None                       # callable: True while the transmitter is too far behind
         self._stop = threading.Event()
         self.paced = bool(paced)
+        self.loop = bool(loop)
         self._next = threading.Semaphore(0)
         self.message_port_register_in(pmt.intern("next"))
         self.set_msg_handler(pmt.intern("next"), self.handle_next)
@@ -79,12 +83,15 @@ class image_source(background_worker, gr.basic_block):
     def _work(self):
         if self._stop.wait(self.start_delay_s):
             return
-        for offset, name in enumerate(self.paths):
-            path = Path(name)
-            if self.paced and offset:
+        offsets = itertools.count() if self.loop and self.paths else range(len(self.paths))
+        waiting = False             # paced: an image went out and its 'next' has not come yet
+        for offset in offsets:
+            path = Path(self.paths[offset % len(self.paths)])
+            if self.paced and waiting:
                 while not self._next.acquire(timeout=0.1):
                     if self._stop.is_set():
                         break
+                waiting = False
             while self.hold is not None and self.hold() and not self._stop.wait(0.005):
                 pass            # backpressure: the radio has not taken what was framed before
             if self._stop.is_set():
@@ -107,6 +114,7 @@ class image_source(background_worker, gr.basic_block):
                 {"image_id": image_id, "session": self.session, "user": self.user, "slot": offset,
                  "name": path.stem, "height": h, "width": w, "t_sent": time.time()},
                 np.ascontiguousarray(image).reshape(-1)))
+            waiting = True
             if self.interval_s:
                 self._stop.wait(self.interval_s)
         if not self._stop.is_set():

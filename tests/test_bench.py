@@ -237,6 +237,6 @@ def test_bench_soak_samples_both_processes_and_accounts_every_image(tmp_path):
     tx_fds = [s["fds"]["tx"] for s in saved["samples"] if s["fds"]["tx"] is not None]
     assert max(rx_rss) > 50 and max(tx_fds) > 2      # ORT and GNU Radio loaded; sockets open
     assert set(saved["rss_growth"]) == {"tx", "rx"} and (tmp_path / "soak.png").is_file()
-    assert result["models"] and "deepjscc" in result["models"]
+    assert "deepjscc" in result["provenance"]["models"]
     samples = [{"images": n, "rss_mb": {"tx": rss, "rx": rss}} for n, rss in ((0, 90.0), (8, 100.0), (20, 104.0))]
     assert rss_growth(samples, "rx", 8) == pytest.approx(0.04) and rss_growth(samples, "rx", 50) is None

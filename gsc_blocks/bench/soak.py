@@ -79,8 +79,9 @@ def bench_soak(n_images=10000, snr_db=10.0, data_dir=None, config="radio_config/
         "unaccounted": report["unaccounted"], "by_reason": report["by_reason"], "rss_growth": growth,
         "growth_from_images": growth_from, "snr_db": snr_db, "samples": samples,
         "images_per_s": report["decoded"] / max(samples[-1]["t_s"], 1e-9) if samples else None,
-        **provenance(command, setup, models_of(codec)),
     }
+    prov = provenance(command, setup, models_of(codec))
+    result.update(commit=prov["commit"], command=prov["command"], provenance=prov)
     write_json(json_path, result)
     plot_soak(result, plot_path)
     return result

@@ -183,7 +183,7 @@ def soak_section(name: str, result: dict) -> list[str]:
            for side in ("tx", "rx")}
     lines = [f"## {name}", "", f"{result['n_images']} images at {result['snr_db']:g} dB, "
              f"{_number(result.get('images_per_s'), 1)} images/s decoded over the run.", ""]
-    lines += _provenance_lines({"provenance": result}) + [""]
+    lines += _provenance_lines(result) + [""]
     lines += ["| images | decoded | lost | unaccounted | RSS growth from image "
               f"{result['growth_from_images']} (tx / rx) | peak RSS MB (tx / rx) | most open fds (tx / rx) |",
               "| --- | --- | --- | --- | --- | --- | --- |",
