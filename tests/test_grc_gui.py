@@ -15,6 +15,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -120,3 +121,20 @@ def test_grc_opens_flowgraph_with_gsc_blocks(grc, tmp_path, block_cache):
     gsc_tree = [tree["[GSC]"] for tree in trees if isinstance(tree, dict) and "[GSC]" in tree]
     assert len(gsc_tree) == 1
     assert {b for b in used if b.startswith("gsc_")} <= set(leaves(gsc_tree[0]))
+
+
+def test_no_flowgraph_has_blocks_drawn_over_one_another(tmp_path):
+    """Every shipped flowgraph laid out with no two blocks overlapping, measured as GRC draws
+    them (block sizes come from its own GTK canvas, with the [GSC] block files installed)."""
+    flowgraphs = sorted(str(p) for p in (REPO / "flowgraphs").glob("*.grc"))
+    env = dict(os.environ, HOME=str(tmp_path), XDG_CACHE_HOME=str(tmp_path / ".cache"), NO_AT_BRIDGE="1")
+    env.pop("DISPLAY", None)
+    gsc = subprocess.run([str(REPO / "scripts" / "gsc"), "--help"], cwd=REPO, capture_output=True, timeout=900)
+    assert gsc.returncode == 0          # the block files installed into the venv this test runs in
+    env["GRC_BLOCKS_PATH"] = str(Path(sys.prefix) / "share" / "gnuradio" / "grc" / "blocks")
+    python = sys.executable
+    result = subprocess.run([XVFB_RUN, "-a", python, str(REPO / "tests" / "grc_layout.py"), *flowgraphs],
+                            cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("checked ") == len(flowgraphs), result.stdout + result.stderr
+    assert "OVERLAP" not in result.stdout, result.stdout
