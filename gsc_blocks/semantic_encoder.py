@@ -81,9 +81,17 @@ class semantic_encoder(gr.basic_block):
                     self.codec = make_codec(str(command["codec"]), self.models_dir, self.options)
                 except CodecError as err:
                     gr.log.error(f"gsc semantic_encoder: {err}")
-            for key in self.settings:
-                if key in command:
-                    self.settings[key] = type(self.settings[key])(command[key])
+            try:       # all or nothing: a bad value leaves every setting as it was
+                changed = {key: type(self.settings[key])(command[key]) for key in self.settings if key in command}
+                if "rate_index" in changed:
+                    self.codec.check_rate(changed["rate_index"])
+                for key in ("power_level", "refine_steps"):
+                    if not 0 <= changed.get(key, 0) <= 15:
+                        raise ValueError(f"{key} {changed[key]}: 0 to 15 (4 header bits)")
+            except (TypeError, ValueError) as err:
+                gr.log.warn(f"gsc semantic_encoder: control message {command!r:.200} ignored: {err}")
+                return
+            self.settings.update(changed)
 
     def set_snr_db(self, snr_db):
         with self.lock:

@@ -29,6 +29,8 @@ def test_control_message_sets_power_and_rate_for_the_next_image(samples, tmp_pat
     # rate index 4 of deepjscc_sr: 4 of 8 symbol groups, CBR 1/12
     encoder.to_basic_block()._post(pmt.intern("control"), pmt.to_pmt({"power_level": 3, "rate_index": 4}))
     encoder.to_basic_block()._post(pmt.intern("control"), pmt.from_long(5))     # not a dict: ignored
+    for bad in ({"power_level": "high"}, {"power_level": 99, "rate_index": 0}, {"rate_index": 8}):
+        encoder.to_basic_block()._post(pmt.intern("control"), pmt.to_pmt(bad))   # each ignored whole
     fragments = _collect(store, 4)
     tb.stop()
     tb.wait()
@@ -38,3 +40,20 @@ def test_control_message_sets_power_and_rate_for_the_next_image(samples, tmp_pat
         assert meta["fragment_count"] == 2 and symbols.size == meta["payload_symbols"]
     first = np.concatenate([s for m, s in fragments if m["image_id"] == 0])
     assert first.size == 256 and abs(np.mean(np.abs(first) ** 2) - 1.0) < 1e-3
+
+
+def test_uhd_event_counter_counts_underflows_from_the_usrp_sinks_async_messages():
+    """The USRP sink's async_msgs (as gr-uhd publishes them: a pair of uhd_async_msg and a dict
+    with event_code) counted without a radio: underflows apart from other errors; bursts acks
+    and junk are not counted."""
+    from gsc_blocks.apps.flowgraphs import uhd_event_counter
+
+    def event(code):
+        fields = pmt.dict_add(pmt.make_dict(), pmt.intern("channel"), pmt.from_long(0))
+        fields = pmt.dict_add(fields, pmt.intern("event_code"), pmt.intern(code))
+        return pmt.cons(pmt.intern("uhd_async_msg"), fields)
+    counter = uhd_event_counter()
+    for code in ("underflow", "underflow_in_packet", "burst_ack", "time_error", "underflow"):
+        counter.handle(event(code))
+    counter.handle(pmt.intern("junk"))
+    assert (counter.underflows, counter.errors) == (3, 1)

@@ -95,10 +95,10 @@ def test_receiver_killed_and_restarted_mid_stream_loses_only_what_was_in_flight(
 def test_transmitter_killed_and_restarted_mid_stream_is_a_new_session_and_nothing_merges(tmp_path):
     """The transmitter is killed (SIGKILL) after 20 images reach the receiver and restarted
     into the same folder with the same images (ids from 0 again, a new session id). The
-    receiver keeps running; the report accounts for both runs: the second decoded whole, the
-    first's images after the kill lost as 'transmitter down', nothing unaccounted, and no
-    image of one run taken for the other's."""
-    from gsc_blocks.core.report import TX_DOWN
+    receiver keeps running; the report accounts for both runs: the second decoded but for at
+    most its first image, the first's images after the kill lost as 'transmitter down',
+    nothing unaccounted, and no image of one run taken for the other's."""
+    from gsc_blocks.core.report import NO_FRAME, TX_DOWN
     out, listing, images = link_folder(tmp_path, 8)
     port = free_port()
     rx = side("rx", out, port, "--idle", 0, "--max-seconds", 300)
@@ -123,7 +123,10 @@ def test_transmitter_killed_and_restarted_mid_stream_is_a_new_session_and_nothin
     for image in rep["images"]:
         by_session.setdefault(image["session"], []).append(image)
     later = by_session[sessions[-1]]
-    assert len(later) == len(images) and all(i["status"] == "decoded" for i in later)
+    # The killed run's last frame, cut short, can swallow the start of the new run's first frame
+    # in the receiver (its demux takes a whole frame's worth of samples): at most that one lost.
+    assert len(later) == len(images) and sum(i["status"] == "lost" for i in later) <= 1
+    assert {i["reason"] for i in later if i["status"] == "lost"} <= {NO_FRAME}
     earlier = by_session[sessions[0]]
     assert sum(i["status"] == "decoded" for i in earlier) >= 20
     assert {i["reason"] for i in earlier if i["status"] == "lost"} <= {TX_DOWN}
@@ -223,3 +226,36 @@ def test_deep_fade_loses_the_images_in_it_and_nothing_after(tmp_path):
     assert rep["unaccounted"] == 0 and rep["by_reason"] == {NO_FRAME: 50}
     status = [i["status"] for i in rep["images"]]
     assert status == ["decoded"] * 7 + ["lost"] * 50 + ["decoded"] * 7
+
+
+def test_a_message_of_partial_samples_stops_the_receiver_with_the_reason_and_a_restart_recovers(tmp_path):
+    """A stray program binds the receiver's port first and pushes 13 bytes (not whole complex
+    samples): gr-zeromq's PULL source thread ends on it. The receiver notices within seconds,
+    says why and exits 3 instead of listening to nothing; restarted, it receives a real
+    transmitter's images, every one accounted for."""
+    import zmq
+    out, listing, images = link_folder(tmp_path, 2)
+    port = free_port()
+    context = zmq.Context()
+    stray = context.socket(zmq.PUSH)
+    stray.bind(f"tcp://127.0.0.1:{port}")
+    first = side("rx", out, port, "--idle", 0, "--max-seconds", 120)
+    try:
+        time.sleep(4)                      # the receiver connects to the stray socket
+        stray.send(b"\x00" * 13)
+        assert first.wait(timeout=60) == 3
+    finally:
+        first.kill()
+        stray.close(linger=0)
+        context.term()
+    log = "".join(p.read_text() for p in out.glob("rx-*.log"))
+    assert "the radio source (pull_source0) stopped" in log and "8 bytes each" in log, log[-3000:]
+    second = side("rx", out, port, "--idle", 0, "--max-seconds", 300)
+    tx = side("tx", out, port, "--images", listing)
+    try:
+        assert tx.wait(timeout=300) == 0 and second.wait(timeout=120) == 0
+    finally:
+        for process in (tx, second):
+            process.kill()
+    rep = report(out)
+    assert rep["unaccounted"] == 0 and rep["decoded"] == len(images), rep["by_reason"]

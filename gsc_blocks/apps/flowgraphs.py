@@ -4,7 +4,7 @@ import threading
 from pathlib import Path
 
 import pmt
-from gnuradio import gr, zeromq
+from gnuradio import blocks, gr, zeromq
 
 from ..channel import from_config as channel_from_config
 from ..core.config import RadioError
@@ -77,6 +77,42 @@ def check_calibration_cbr(config):
         raise ValueError(f"{path} was measured at CBR {measured}, but codec.digital_cbr is {setup:.6g}: set "
                          f"codec.digital_cbr to {float(Fraction(str(measured))):.6g} ({measured}), or calibrate at "
                          f"this CBR with `scripts/gsc bench calibrate --codec {config['codec']['name']} --cbr ...`")
+
+
+class uhd_event_counter(gr.basic_block):
+    """Counts a USRP sink's asynchronous events (its 'async_msgs' port: a dict whose event_code
+    is underflow, underflow_in_packet, seq_error, seq_error_in_burst, time_error or burst_ack):
+    underflows (the host did not feed the radio in time) and other errors."""
+
+    UNDERFLOWS = ("underflow", "underflow_in_packet")
+    ERRORS = ("seq_error", "seq_error_in_burst", "time_error")
+
+    def __init__(self):
+        gr.basic_block.__init__(self, name="gsc_uhd_event_counter", in_sig=None, out_sig=None)
+        self.underflows = self.errors = 0
+        self.message_port_register_in(pmt.intern("in"))
+        self.set_msg_handler(pmt.intern("in"), self.handle)
+
+    def handle(self, msg):
+        code = self._event_code(pmt.to_python(msg))
+        if code in self.UNDERFLOWS:
+            self.underflows += 1
+        elif code in self.ERRORS:
+            self.errors += 1
+
+    @classmethod
+    def _event_code(cls, value):
+        """The event_code anywhere in the message (a dict, or a pair of a key and a dict)."""
+        if isinstance(value, dict):
+            if "event_code" in value:
+                return str(value["event_code"])
+            value = list(value.values())
+        if isinstance(value, (list, tuple)):
+            for item in value:
+                code = cls._event_code(item)
+                if code is not None:
+                    return code
+        return None
 
 
 MAX_IMAGES_AHEAD = 32              # images handed to the encoder and not yet encoded
@@ -158,8 +194,15 @@ class tx_top(gr.top_block):
                                           False, ZMQ_HWM))
         else:
             chain.append(_usrp(config, "tx"))
+            self.uhd_events = uhd_event_counter()
+            self.msg_connect(chain[-1], "async_msgs", self.uhd_events, "in")
         self.radio_sink = chain[-1]
         self.connect(*chain)
+
+    def uhd_counts(self) -> dict:
+        """Underflows and other UHD errors the USRP sink reported; {} over ZMQ."""
+        events = getattr(self, "uhd_events", None)
+        return {} if events is None else {"uhd_underflows": events.underflows, "uhd_errors": events.errors}
 
     def event_list(self):
         return self.events.event_list()
@@ -189,6 +232,11 @@ class rx_top(gr.top_block):
                                             False, ZMQ_HWM)
         else:
             self.radio = _usrp(config, "rx")
+            # The USRP source tags rx_time on its first sample and again after every overflow:
+            # a tag_debug beside the receiver (no copy: a second reader of the same buffer) counts them.
+            self.rx_time_tags = blocks.tag_debug(gr.sizeof_gr_complex, "rx_time tags", "rx_time")
+            self.rx_time_tags.set_display(False)
+            self.connect(self.radio, self.rx_time_tags)
         self.rx = ofdm_analog_rx(ofdm["fft_len"], ofdm["cp_len"], detect_threshold=ofdm["detect_threshold"],
                                  max_fragment_symbols=ofdm["max_fragment_symbols"], cfo_search=ofdm["cfo_search"])
         self.decoder = semantic_decoder(config["codec"]["models_dir"], config["rx"]["reassembly_timeout_s"],
@@ -209,6 +257,11 @@ class rx_top(gr.top_block):
 
     def event_list(self):
         return self.events.event_list()
+
+    def uhd_counts(self) -> dict:
+        """Overflows of the USRP source (rx_time tags after the first); {} over ZMQ."""
+        tags = getattr(self, "rx_time_tags", None)
+        return {} if tags is None else {"uhd_overflows": max(0, tags.num_tags() - 1)}
 
     @property
     def fragments_received(self) -> int:

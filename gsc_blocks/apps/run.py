@@ -84,7 +84,7 @@ def run_tx(args) -> int:
              "fragments": top.encoder.fragments_out, "frames": top.builder.frames_built,
              "samples": top.builder.samples_queued, "encode_ms": list(top.encoder.encode_ms),
              "events": top.event_list(), "t_start": t_start, "t_end": time.time(),
-             "completed": top.all_framed(), "stream": delivered}
+             "completed": top.all_framed(), "stream": delivered, **top.uhd_counts()}
     (out / "tx_stats.json").write_text(json.dumps(stats))
     runlog.close(**stats)
     if top.controller is not None:
@@ -95,7 +95,8 @@ def run_tx(args) -> int:
     outcome = {"complete": "every sample went out", "receiver_closed": "the receiver left after the last frame",
                "stalled": "the receiver stopped reading", "deadline": "--max-seconds passed"}[delivered]
     print(f"gsc tx: {sent} of {len(images)} images sent ({top.encoder.images_encoded} encoded) in "
-          f"{top.builder.frames_built} frames, end-of-stream frame included; {outcome}", flush=True)
+          f"{top.builder.frames_built} frames, end-of-stream frame included; {outcome}"
+          + "".join(f"; {v} {k[4:]}" for k, v in top.uhd_counts().items()), flush=True)
     return 0 if delivered != "stalled" else 1
 
 
@@ -170,9 +171,18 @@ def run_rx(args) -> int:
           + (f", or {args.idle:g} s after the last frame" if args.idle > 0 else ""), flush=True)
     last_count, last_change = 0, time.time()
     told = False
+    source_thread = SourceThread(top.radio)
     while True:
         if stopping["now"]:
             ended = "signal"
+            break
+        if source_thread.died():
+            ended = "source_failed"
+            print(f"gsc rx: error: the radio source ({top.radio.alias()}) stopped: its thread ended, so no "
+                  "sample arrives any more (GNU Radio's error above says why; gr-zeromq's PULL source stops "
+                  "on a message that is not whole complex samples, 8 bytes each, e.g. from another program "
+                  f"pushing to {_peer(config)}). Restart the receiver; nothing it held is lost from the "
+                  "accounting (scripts/gsc report)", file=sys.stderr, flush=True)
             break
         if top.decoder.end_of_stream.is_set():
             ended = "end_of_stream"
@@ -206,20 +216,23 @@ def run_rx(args) -> int:
     stats = {"frames_ok": top.rx.header_decoder.frames_ok,
              "header_failures": top.rx.header_decoder.frames_failed,
              "images_decoded": top.sink.count, "decode_ms": list(top.decoder.decode_ms),
-             "ended": ended, "events": top.event_list(), "t_start": t_start, "t_end": time.time()}
+             "ended": ended, "events": top.event_list(), "t_start": t_start, "t_end": time.time(),
+             **top.uhd_counts()}
     (out / "rx_stats.json").write_text(json.dumps(stats, default=str))
     runlog.close(**stats)
     reason = {"end_of_stream": "the transmitter's end-of-stream frame",
               "idle": f"no frame for {args.idle:g} s (no end-of-stream frame received)",
-              "max_seconds": f"--max-seconds {args.max_seconds:g}", "signal": "a signal"}[ended]
+              "max_seconds": f"--max-seconds {args.max_seconds:g}", "signal": "a signal",
+              "source_failed": "its radio source failing"}[ended]
     print(f"gsc rx: {top.sink.count} images decoded from {top.rx.header_decoder.frames_ok} frames "
-          f"({top.rx.header_decoder.frames_failed} header CRC failures); ended by {reason}", flush=True)
+          f"({top.rx.header_decoder.frames_failed} header CRC failures"
+          + "".join(f", {v} {k[4:]}" for k, v in top.uhd_counts().items()) + f"); ended by {reason}", flush=True)
     if Path(manifest).is_file() and Path(manifest).parent == out:
         from ..core.report import format_reconciliation, reconcile
         report = reconcile(out)
         (out / "report.json").write_text(json.dumps(report, indent=1) + "\n")
         print(f"gsc rx: {format_reconciliation(report)} ({out / 'report.json'})", flush=True)
-    return 0
+    return 3 if ended == "source_failed" else 0
 
 
 PEER_WARN_S = 5.0       # a side that hears nothing from its peer this long says what to check
@@ -231,6 +244,30 @@ def _peer(config) -> str:
         return f"zmq.address ({config['zmq']['address']})"
     u = config["usrp"]
     return f"usrp.center_freq ({u['center_freq'] / 1e6:g} MHz) and usrp.samp_rate ({u['samp_rate'] / 1e6:g} MS/s)"
+
+
+class SourceThread:
+    """Whether a source block's GNU Radio thread is still there. A block whose work throws ends its
+    thread and nothing else notices: the flowgraph stays up with no samples. GNU Radio names each
+    block's thread after the block (alias and id, cut to Linux's 15 characters), so its absence
+    from /proc/self/task is the sign."""
+
+    def __init__(self, block):
+        self.name = f"{block.name()}{block.unique_id()}"[:15]
+        self.seen = False
+
+    def _alive(self) -> bool | None:
+        try:
+            names = {(task / "comm").read_text().strip() for task in Path("/proc/self/task").iterdir()}
+        except OSError:
+            return None                  # no /proc: cannot tell
+        return self.name in names
+
+    def died(self) -> bool:
+        alive = self._alive()
+        if alive:
+            self.seen = True
+        return self.seen and alive is False
 
 
 class LinkError(RuntimeError):

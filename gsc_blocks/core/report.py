@@ -183,6 +183,7 @@ def summarize(rows: list[dict], out_dir) -> dict:
         "fragments_lost": int(sum(r.get("fragments_lost") or 0 for r in rows)),
         "header_crc_failures": rx_stats.get("header_failures"),
         "tx_samples": tx_stats.get("samples"),
+        **{k: v for stats in (tx_stats, rx_stats) for k, v in stats.items() if k.startswith("uhd_")},
     }
     if tx_stats and rx_stats:
         decoded_times = [r for r in _read_jsonl(out / "received.jsonl") if "t_decoded" in r]
