@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .frame import power_gain
+from .frame import HEADER_OFDM_SYMBOLS, power_gain
 
 
 @dataclass(frozen=True)
@@ -173,7 +173,8 @@ class CostModel:
     """
     table: CalibrationTable
     symbol_rate: float = 1e6 * 48 / 80     # data carriers per second at 1 MS/s, fft 64 + cp 16
-    overhead_symbols: int = 13 * 48        # preamble, header and guard per image, in data-symbol slots
+    # two sync words, the header and a guard symbol per image, in data-symbol slots
+    overhead_symbols: int = (3 + HEADER_OFDM_SYMBOLS) * 48
     loss_snr_db: float = -3.5
     lost_quality: float | None = None
     lost_delay_ms: float = 1000.0
