@@ -57,3 +57,17 @@ def test_uhd_event_counter_counts_underflows_from_the_usrp_sinks_async_messages(
         counter.handle(event(code))
     counter.handle(pmt.intern("junk"))
     assert (counter.underflows, counter.errors) == (3, 1)
+
+
+def test_rx_time_counter_counts_overflows_from_the_usrp_sources_rx_time_tags():
+    """The USRP source tags rx_time on its first sample and after each overflow: two overflows
+    here; tags of other keys are not counted."""
+    from gsc_blocks.apps.flowgraphs import rx_time_counter
+    tags = [gr.tag_utils.python_to_tag((offset, pmt.intern(key), pmt.from_long(0)))
+            for offset, key in ((0, "rx_time"), (4000, "rx_time"), (4500, "packet_len"), (9000, "rx_time"))]
+    source = blocks.vector_source_c(np.zeros(10000, np.complex64).tolist(), False, 1, tags)
+    counter = rx_time_counter()
+    tb = gr.top_block()
+    tb.connect(source, counter)
+    tb.run()
+    assert (counter.tags, counter.overflows) == (3, 2)

@@ -3,8 +3,9 @@ import json
 import threading
 from pathlib import Path
 
+import numpy as np
 import pmt
-from gnuradio import blocks, gr, zeromq
+from gnuradio import gr, zeromq
 
 from ..channel import from_config as channel_from_config
 from ..core.config import RadioError
@@ -113,6 +114,26 @@ class uhd_event_counter(gr.basic_block):
                 if code is not None:
                     return code
         return None
+
+
+class rx_time_counter(gr.sync_block):
+    """Counts rx_time tags on a stream (a second reader of the USRP source's buffer: no copy).
+    The USRP source tags its first sample, and the first sample after every overflow."""
+
+    def __init__(self):
+        gr.sync_block.__init__(self, name="gsc_rx_time_counter", in_sig=[np.complex64], out_sig=None)
+        self.key = pmt.intern("rx_time")
+        self.tags = 0
+
+    def work(self, input_items, output_items):
+        n = len(input_items[0])
+        start = self.nitems_read(0)
+        self.tags += len(self.get_tags_in_range(0, start, start + n, self.key))
+        return n
+
+    @property
+    def overflows(self) -> int:
+        return max(0, self.tags - 1)
 
 
 MAX_IMAGES_AHEAD = 32              # images handed to the encoder and not yet encoded
@@ -232,10 +253,7 @@ class rx_top(gr.top_block):
                                             False, ZMQ_HWM)
         else:
             self.radio = _usrp(config, "rx")
-            # The USRP source tags rx_time on its first sample and again after every overflow:
-            # a tag_debug beside the receiver (no copy: a second reader of the same buffer) counts them.
-            self.rx_time_tags = blocks.tag_debug(gr.sizeof_gr_complex, "rx_time tags", "rx_time")
-            self.rx_time_tags.set_display(False)
+            self.rx_time_tags = rx_time_counter()
             self.connect(self.radio, self.rx_time_tags)
         self.rx = ofdm_analog_rx(ofdm["fft_len"], ofdm["cp_len"], detect_threshold=ofdm["detect_threshold"],
                                  max_fragment_symbols=ofdm["max_fragment_symbols"], cfo_search=ofdm["cfo_search"])
@@ -261,7 +279,7 @@ class rx_top(gr.top_block):
     def uhd_counts(self) -> dict:
         """Overflows of the USRP source (rx_time tags after the first); {} over ZMQ."""
         tags = getattr(self, "rx_time_tags", None)
-        return {} if tags is None else {"uhd_overflows": max(0, tags.num_tags() - 1)}
+        return {} if tags is None else {"uhd_overflows": tags.overflows}
 
     @property
     def fragments_received(self) -> int:
