@@ -110,7 +110,7 @@ def control_section(name: str, result: dict) -> list[str]:
     if saving is not None:
         more_less = "less" if saving >= 0 else "more"
         lines += ["", f"Lyapunov spends {abs(saving) * 100:.1f}% {more_less} energy than the cheapest fixed policy "
-                      f"that met both targets ({result['cheapest_fixed_meeting_targets']['policy']})."]
+                      f"that met the targets ({result['cheapest_fixed_meeting_targets']['policy']})."]
     bound = (result.get("model") or {}).get("bound_saving_vs_cheapest_fixed")
     if bound is not None:
         lines.append(f"The controller's cost model bounds that saving at {bound * 100:.1f}% on this trace "
