@@ -140,6 +140,10 @@ def cmd_bench(args) -> int:
         rate = result["receive_rate"]
         print(f"receiver ({rate['correlators']} correlators): {rate['frames_msps']} MS/s on back-to-back frames, "
               f"{rate['noise_msps']} MS/s on noise")
+        stock = result["stock_ofdm_rx_rate"]
+        print(f"stock gr-digital ofdm_rx, same run: {stock['frames_msps']} MS/s on its back-to-back frames "
+              f"({stock['frames_decoded']}/{stock['frames']} decoded): this receiver at "
+              f"{result['receive_rate_vs_stock']:.2f}x")
         return 0
     snrs = [float(s) for s in (args.snr or "0,5,10,15,20").split(",")]
     args.images = args.images or 200

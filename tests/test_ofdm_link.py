@@ -195,3 +195,8 @@ def test_bench_frames_counts_every_frame_and_fits_the_loss(tmp_path):
     rate = result["receive_rate"]
     assert rate["correlators"] == 1 and rate["frame_samples"] > 24 * 512 and rate["noise_samples"] >= 1 << 21
     assert rate["frames_msps"] > 0 and rate["noise_msps"] > 0
+    # stock gr-digital in the same run, on as many frames carrying the same payload, and decoding them
+    stock = result["stock_ofdm_rx_rate"]
+    assert stock["frames"] == 24 and stock["frames_decoded"] >= 22 and stock["payload_bytes"] == 128
+    assert stock["frames_msps"] > 0
+    assert result["receive_rate_vs_stock"] == round(rate["frames_msps"] / stock["frames_msps"], 3)
