@@ -127,6 +127,13 @@ def verified_session(card: dict, role: str, providers=None):
     path = verified_path(card, role)
     options = ort.SessionOptions()
     options.log_severity_level = 3
+    # Explicit threads, and no spinning: ONNX Runtime's threads otherwise spin after each run
+    # waiting for the next, which on a receiver decoding one small image per frame keeps a core
+    # busy that GNU Radio's own threads need. GSC_ORT_THREADS sets the count (default: the cores).
+    options.intra_op_num_threads = int(os.environ.get("GSC_ORT_THREADS", os.cpu_count() or 1))
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), sess_options=options, providers=providers or default_providers())
 
 
