@@ -71,3 +71,25 @@ def test_rx_time_counter_counts_overflows_from_the_usrp_sources_rx_time_tags():
     tb.connect(source, counter)
     tb.run()
     assert (counter.tags, counter.overflows) == (3, 2)
+
+
+def test_history_keeps_the_last_values_line_after_line():
+    from gsc_blocks.history import history
+    from gsc_blocks.pdu_util import make_pdu
+    block = history(length=3, lines=2)
+    out = blocks.message_debug()
+    tb = gr.top_block()
+    tb.msg_connect(block, "out", out, "store")
+    tb.start()
+    for z, y in ((1, 10), (2, 20), (3, 30), (4, 40)):
+        block.to_basic_block()._post(pmt.intern("in"), make_pdu({}, np.array([z, y], np.float32)))
+    block.to_basic_block()._post(pmt.intern("in"), make_pdu({}, np.array([5], np.float32)))   # wrong size: ignored
+    deadline = time.time() + 5
+    while out.num_messages() < 4 and time.time() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.2)
+    tb.stop()
+    tb.wait()
+    windows = [list(split_pdu(out.get_message(i))[1]) for i in range(out.num_messages())]
+    assert windows[0] == [1, 1, 1, 10, 10, 10]           # padded with the first value until full
+    assert windows[-1] == [2, 3, 4, 20, 30, 40] and len(windows) == 4
