@@ -50,7 +50,8 @@ def _rx_cover(t_sent, rx_runs):
         t_stop = run.get("t_end", run.get("t_alive", float("inf")))
         # A receiver that ended at the end-of-stream frame heard the stream out: it was up for
         # everything sent before that frame.
-        margin = 0.0 if run.get("ended") == "end_of_stream" else IN_FLIGHT_S
+        # One whose radio source died noticed it up to a second late (apps/run.py SourceThread).
+        margin = {"end_of_stream": 0.0, "source_failed": IN_FLIGHT_S + 1.0}.get(run.get("ended"), IN_FLIGHT_S)
         if run.get("t_start", 0.0) <= t_sent and t_sent + margin <= t_stop:
             return run, None
     for run in rx_runs:
