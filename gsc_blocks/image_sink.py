@@ -13,15 +13,11 @@ from .core.metrics import ms_ssim, psnr_db
 from .pdu_util import split_pdu
 
 
-def read_manifest(path) -> dict:
-    """TX manifest JSONL -> {(session, image_id): record}; the last record of a key wins
-    (a transmitter restarted into the same folder appends under a new session)."""
-    return ManifestReader(path).records
-
-
 class ManifestReader:
-    """The TX manifest as it grows: each refresh reads only the lines appended since the last
-    (the transmitter appends as it goes), so a long run costs no re-read of the whole file."""
+    """The TX manifest as it grows, as {(session, image_id): record} (the last record of a key
+    wins): each refresh reads only the lines appended since the last (the transmitter appends
+    as it goes, a restarted one under a new session), so a long run costs no re-read of the
+    whole file."""
 
     def __init__(self, path):
         self.path = Path(path)
