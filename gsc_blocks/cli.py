@@ -127,6 +127,21 @@ def cmd_bench(args) -> int:
               f"{result['by_reason']}, {result['unaccounted']} unaccounted; RSS growth from image "
               f"{result['growth_from_images']}: tx {growth['tx']}, rx {growth['rx']}")
         return 0
+    if args.what == "multiuser":
+        from .bench.multiuser import bench_multiuser
+        users = [int(u) for u in (args.users or "1,2,4,8").split(",")]
+        config = args.config if args.config != DEFAULT_CONFIG else str(REPO / "radio_config" / "zmq_multiuser.yaml")
+        result = bench_multiuser(users, args.service, args.images or 40, float(args.snr or 10.0), args.batch_size,
+                                 args.max_wait_ms, int(args.refine_steps or 0), args.data, config,
+                                 args.json or "out/bench_multiuser.json", args.plot or "out/bench_multiuser.png",
+                                 args.work_dir or "out/bench_multiuser", args.set, command=args.command_line)
+        for run in result["runs"]:
+            worst = max(u["latency_ms_p99"] for u in run["per_user"])
+            print(f"{run['source']:>6} {run['mode']:>7} users {run['users']}: {run['images_per_s']:7.1f} images/s, "
+                  f"worst p99 {worst:8.1f} ms, lost {sum(u['lost'] for u in run['per_user'])}, "
+                  f"unaccounted {run['unaccounted']}")
+        print("batched / sync:", {k: None if v is None else round(v, 2) for k, v in result["ratios"].items()})
+        return 0
     if args.what == "frames":
         from .bench.frames import bench_frames
         snrs = [float(s) for s in (args.snr or "-6,-5,-4,-3,-2,-1,0,2").split(",")]
@@ -198,6 +213,9 @@ PASS_THROUGH = {"train": "train", "export": "export", "train-refiner": "train_re
                 "train-segmenter": "train_segmenter", "train-spic": "train_spic", "train-sqgan": "train_sqgan"}
 
 
+DEFAULT_CONFIG = str(REPO / "radio_config" / "zmq_loopback.yaml")
+
+
 def build_parser() -> Parser:
     from .apps.run import add_rx_arguments, add_tx_arguments
     from .core.controller import QUALITY_METRICS
@@ -221,7 +239,7 @@ def build_parser() -> Parser:
     sub.add_parser("test", help="run the test suite; pytest options pass through (e.g. -k frame, -x)",
                    add_help=False)
     b = sub.add_parser("bench", help="benchmarks (writes JSON and a PNG plot)")
-    b.add_argument("what", choices=["link", "calibrate", "control", "frames", "codec", "soak"])
+    b.add_argument("what", choices=["link", "calibrate", "control", "frames", "codec", "soak", "multiuser"])
     b.add_argument("--codec", default=None, help="link: one codec or several, comma-separated "
                    "(deepjscc, deepjscc_sr, swinjscc, <codec>+refiner, separation, separation-webp|-jpeg2000|-avif); "
                    "calibrate, control: one (default deepjscc); codec: spic, cspic, webp, avif, jpeg2000 "
@@ -253,9 +271,14 @@ def build_parser() -> Parser:
     b.add_argument("--symbols", type=int, default=512, help="frames: payload symbols per frame (512: a CIFAR "
                    "image at CBR 1/6)")
     b.add_argument("--images", type=int, default=None, help="images (link 200, calibrate 300, control 2000, "
-                                                             "soak 10000)")
+                                                             "soak 10000, multiuser 40 per user)")
     b.add_argument("--data", default=None, help="folder holding cifar10/ (default ../shared/datasets)")
-    b.add_argument("--config", default=str(REPO / "radio_config" / "zmq_loopback.yaml"))
+    b.add_argument("--config", default=DEFAULT_CONFIG, help="the setup (multiuser: radio_config/zmq_multiuser.yaml)")
+    b.add_argument("--users", default=None, help="multiuser: user counts, comma-separated (default 1,2,4,8)")
+    b.add_argument("--service", default="embedded", choices=["embedded", "ray"],
+                   help="multiuser: where the decode service runs")
+    b.add_argument("--batch-size", type=int, default=8, help="multiuser: the batching service's batch size")
+    b.add_argument("--max-wait-ms", type=float, default=2.0, help="multiuser: how long a batch waits to fill")
     b.add_argument("--json", default=None, help="default out/bench_<what>.json")
     b.add_argument("--plot", default=None, help="default out/bench_<what>.png")
     b.add_argument("--out", default=None, help="calibrate: table path (default models/<codec>/calibration.json)")

@@ -113,6 +113,7 @@ class image_sink(gr.basic_block):
             with self.log_path.open("a") as fh:
                 fh.write(json.dumps(record) + "\n")
         report = {k: record[k] for k in ("image_id", "session", "user", "slot", "snr_est_db", "snr_eff_db", "decode_ms",
+                                         "service_wait_ms", "service_queue", "service_ms", "service_batch",
                                          "power_level", "rate_index", "refine_steps", "psnr_db", "ms_ssim",
                                          "correct") if k in record}
         self.message_port_pub(pmt.intern("report"), pmt.to_pmt(report))

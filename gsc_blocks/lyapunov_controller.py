@@ -44,7 +44,9 @@ class lyapunov_controller(background_worker, gr.basic_block):
         refine_steps: the refiner step counts the other policies may choose (None: all the
             table has).
     Message ports: report in (an image sink's report: snr_est_db at reference
-    power, decode_ms, and psnr_db, ms_ssim, correct when known; or a dict with
+    power, decode_ms, and psnr_db, ms_ssim, correct when known; service_wait_ms, the
+    queueing wait of a shared decode service, is learned apart from each action's decode
+    time and charged to every action; or a dict with
     snr_db, delay_ms, quality); sent in (the image source's image PDUs: each starts
     a slot's timeout; optional); command out (dict rate_index, power_level, refine_steps, for the
     semantic encoder's control port); state out (queues Z, Y and the action);
@@ -209,7 +211,12 @@ class lyapunov_controller(background_worker, gr.basic_block):
                 self.table.quality(action.rate_index, action.refine_steps, float(report.get("snr_eff_db", 0.0)))
             delay = self.model.airtime_s(action) * 1e3 + float(report.get("decode_ms", 0.0))
             if "decode_ms" in report:
-                self.model.observe_decode(action, float(report["decode_ms"]))
+                # A shared decode service reports its queueing wait apart: the action's own decode
+                # time is learned per action, the wait (every action's) from the service's load.
+                wait = float(report.get("service_wait_ms", 0.0))
+                self.model.observe_decode(action, float(report["decode_ms"]) - wait)
+                if "service_wait_ms" in report:
+                    self.model.observe_service(wait)
         return {**report, "snr_db": float(report.get("snr_est_db", 0.0)), "energy": costs.energy,
                 "delay_ms": delay, "quality": quality, "quality_metric": self.metric,
                 "power_level": action.power_level, "refine_steps": action.refine_steps}

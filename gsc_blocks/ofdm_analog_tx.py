@@ -9,6 +9,7 @@ from .core.frame import HEADER_DEFAULTS, HEADER_OFDM_SYMBOLS, FrameHeader, Heade
 from .pdu_util import make_pdu, split_pdu
 
 LENGTH_TAG = "packet_len"
+IDLE_CHUNK = 1024        # zeros a continuous transmitter sends at a time while it has no frame
 
 
 class frame_builder(gr.basic_block):
@@ -91,6 +92,10 @@ class tail_flusher(gr.basic_block):
         self.frames_end = 0      # output offset just after the last frame sample passed
         self.release_after = 0
         self.lock = threading.Lock()
+        # Continuous: a callable giving the frame samples built so far; while every one of them
+        # has passed, zeros go out (a radio on the air idles with zeros between bursts). A
+        # multi-user air sums such streams, and a sum needs every input to keep flowing.
+        self.built = None
         self.message_port_register_in(pmt.intern("flush"))
         self.set_msg_handler(pmt.intern("flush"), self.handle_flush)
 
@@ -109,8 +114,11 @@ class tail_flusher(gr.basic_block):
     def idle(self) -> bool:
         return self.pending == 0
 
+    def _idle_fill(self) -> bool:
+        return self.built is not None and self.passed >= self.built()
+
     def forecast(self, noutput_items, ninputs):
-        ready = self.pending and self.passed >= self.release_after
+        ready = (self.pending and self.passed >= self.release_after) or self._idle_fill()
         return [0 if ready else noutput_items]
 
     def general_work(self, input_items, output_items):
@@ -130,6 +138,10 @@ class tail_flusher(gr.basic_block):
                 output_items[0][:n] = 0
                 self.pending -= n
                 return n
+        if self._idle_fill():
+            n = min(IDLE_CHUNK, len(output_items[0]))
+            output_items[0][:n] = 0
+            return n
         return 0
 
 

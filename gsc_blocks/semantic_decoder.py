@@ -8,10 +8,9 @@ import pmt
 from gnuradio import gr
 
 from .core.frame import CONTROL_CODEC_ID, is_end_of_stream
-from .core.models import CodecError
+from .core.decode_service import Job, save_fragments
+from .core.service_backends import make_service
 from .core.reassembly import Reassembler
-from .core.refiner import Refiner, refiner_name_for
-from .core.registry import codec_for_id
 
 # what a lost image's report carries from its header (when known): the controller's next decision needs the SNR
 LOST_REPORT_KEYS = ("snr_est_db", "snr_eff_db", "power_level", "rate_index", "refine_steps")
@@ -37,11 +36,24 @@ class semantic_decoder(background_worker, gr.basic_block):
     the image's metadata says so. A codec that regenerates (SPIC, C-SPIC) takes
     the same steps as its own diffusion decoder's.
 
+    Decoding runs on a decode service (core/decode_service.py): embedded in this
+    block (a thread of its own) or on Ray Serve (core/ray_service.py), shared by
+    every receiver that feeds this block (one per user in a multi-user receiver).
+    It batches images across users: up to batch_size, or those that arrived
+    max_wait_ms after the first; service 'sync' decodes one image at a time.
+
     Args:
         models_dir: where model folders live ('' = default search path).
         reassembly_timeout_s: decode an incomplete image this long after its last fragment.
         refine_steps: -1 = as each header says; 0..15 = this many for every image.
         digital_cbr: channel uses per pixel value of the digital codecs (as the transmitter's).
+        service: 'batched' or 'sync'.
+        batch_size, max_wait_ms: the batched service's limits.
+        workers: batches decoded at once (the batched service; sync has one).
+        backend: 'embedded' or 'ray'.
+        streams: transmitters whose end-of-stream frames end the stream (one per user).
+        record: a .npz path: every fragment received is written there when the flowgraph stops
+            (core/decode_service.py save_fragments), for a replay of the decode service alone.
 
     An end-of-stream control frame (see core/frame.py) decodes everything pending
     and is reported once on 'events'.
@@ -54,20 +66,21 @@ class semantic_decoder(background_worker, gr.basic_block):
     slot's timeout).
     """
 
-    def __init__(self, models_dir="", reassembly_timeout_s=2.0, refine_steps=-1, digital_cbr=1 / 6):
+    def __init__(self, models_dir="", reassembly_timeout_s=2.0, refine_steps=-1, digital_cbr=1 / 6,
+                 service="batched", batch_size=8, max_wait_ms=0.0, backend="embedded", streams=1,
+                 record="", workers=2):
         gr.basic_block.__init__(self, name="gsc_semantic_decoder", in_sig=None, out_sig=None)
         self.models_dir = models_dir or None
         self.digital_cbr = float(digital_cbr)
-        self.codecs = {}
-        self.refiners = {}                       # refiner name -> Refiner
-        self.refiner_names = {}                  # codec name -> refiner name (None: no refiner)
         self.refine_steps = self._checked_steps(refine_steps)
-        self.reassembler = Reassembler(float(reassembly_timeout_s), self._image_symbols)
-        self.lock = threading.Lock()            # one decode at a time
+        self.service = make_service(backend, self.models_dir, self.digital_cbr, service, batch_size, max_wait_ms,
+                                    workers)
+        self.reassembler = Reassembler(float(reassembly_timeout_s), self.service.image_symbols)
         self.reassembly_lock = threading.Lock()  # handler, timer and flush threads share it
-        self.busy = 0                            # decodes in progress (a receiver waits for them)
+        self.busy = 0                            # fragments being handled (a receiver waits for them)
         self.decode_ms = deque(maxlen=TIMINGS_KEPT)   # the latest, for the stats
         self.images_out = 0
+        self.logged = set()                      # problems already logged (a broken refiner: once)
         for port in ("in", "flush", "control"):
             self.message_port_register_in(pmt.intern(port))
         for port in ("out", "events", "report"):
@@ -76,7 +89,11 @@ class semantic_decoder(background_worker, gr.basic_block):
         self.set_msg_handler(pmt.intern("flush"), self.handle_flush)
         self.set_msg_handler(pmt.intern("control"), self.handle_control)
         self._stop = threading.Event()
-        self.end_of_stream = threading.Event()   # set by the transmitter's end-of-stream frame
+        self.end_of_stream = threading.Event()   # set by the transmitters' end-of-stream frames
+        self.streams = int(streams)
+        self.streams_ended = set()               # (session, user) of the end-of-stream frames seen
+        self.record = record
+        self.recorded = []                       # (arrival time, meta, symbols) when recording
 
     def _work(self):
         while not self._stop.wait(0.2):
@@ -84,20 +101,10 @@ class semantic_decoder(background_worker, gr.basic_block):
                 images = self.reassembler.expired(time.time())
             self._emit(images)
 
-    def codec_for(self, codec_id: int):
-        if codec_id not in self.codecs:
-            self.codecs[codec_id] = codec_for_id(codec_id, self.models_dir, {"cbr": self.digital_cbr})
-        return self.codecs[codec_id]
-
-    def _image_symbols(self, meta) -> int:
-        try:
-            codec = self.codec_for(int(meta["codec_id"]))
-            return codec.symbol_count(int(meta["height"]), int(meta["width"]), int(meta.get("rate_index", 0)))
-        except (CodecError, ValueError):
-            return 0  # unknown codec or rate: reported as a decode failure
-
     def handle_fragment(self, msg):
         meta, symbols = split_pdu(msg)
+        if self.record:
+            self.recorded.append((time.time(), meta, np.asarray(symbols, np.complex64)))
         if int(meta.get("codec_id", -1)) == CONTROL_CODEC_ID:
             self._control_frame(meta)
             return
@@ -127,105 +134,71 @@ class semantic_decoder(background_worker, gr.basic_block):
             gr.log.error(f"gsc semantic_decoder: control message {pmt.to_python(msg)!r} ignored: {err} "
                          "(send a dict with refine_steps -1..15)")
 
-    def refiner_for(self, codec_name: str):
-        """The refiner for a codec; one ONNX session per refiner, shared by the codecs it serves."""
-        if codec_name not in self.refiner_names:
-            self.refiner_names[codec_name] = refiner_name_for(codec_name, self.models_dir)
-        name = self.refiner_names[codec_name]
-        if name is not None and name not in self.refiners:
-            try:
-                self.refiners[name] = Refiner(name, self.models_dir)
-            except CodecError as err:
-                # A missing or tampered file stays so for the run: load (and hash) it once, log it once.
-                self.refiners[name] = err
-                gr.log.error(f"gsc semantic_decoder: refiner {name}: {err}; images of {codec_name} are "
-                             "delivered unrefined")
-                raise
-        refiner = self.refiners.get(name)
-        if isinstance(refiner, CodecError):
-            raise refiner
-        return refiner
-
-    def _refine(self, codec_name, pixels, snr_db, steps, meta):
-        """The refined image; on any refiner problem the JSCC output itself, with the reason in meta."""
-        try:
-            refiner = self.refiner_for(codec_name)
-            if refiner is None:
-                meta["refine_note"] = f"no refiner was trained for {codec_name}: decoded without refinement"
-                return pixels
-            start = time.perf_counter()
-            refined = refiner.refine(pixels, snr_db, steps, seed=int(meta.get("image_id", 0)))
-        except (CodecError, ValueError) as err:
-            if not isinstance(err, CodecError):      # the refiner's files: logged once in refiner_for
-                gr.log.error(f"gsc semantic_decoder: image {meta.get('image_id')}: refiner: {err}; "
-                             "the JSCC output is delivered unrefined")
-            meta["refine_note"] = f"refiner failed ({err}): decoded without refinement"
-            return pixels
-        meta["refine_ms"] = (time.perf_counter() - start) * 1e3
-        meta["refine_steps_applied"] = steps
-        return refined
-
     def _control_frame(self, meta):
-        """End of stream: decode what is pending now (the transmitter sends nothing more)
-        and say so once on 'events'; the frame's copies and other control frames are dropped."""
-        if not is_end_of_stream(meta) or self.end_of_stream.is_set():
+        """End of a transmitter's stream: decode what is pending of it now (it sends nothing more);
+        once every transmitter's has come, say so once on 'events'. The frame's copies and other
+        control frames are dropped."""
+        stream = (int(meta.get("session", 0)), int(meta.get("user", 0)))
+        if not is_end_of_stream(meta) or stream in self.streams_ended or self.end_of_stream.is_set():
+            return
+        self.streams_ended.add(stream)
+        with self.reassembly_lock:
+            images = self.reassembler.drain(lambda m: (int(m.get("session", 0)), int(m.get("user", 0))) == stream)
+        self._emit(images)
+        if len(self.streams_ended) < self.streams:
             return
         self.flush()
         self.end_of_stream.set()
         self.message_port_pub(pmt.intern("events"), pmt.to_pmt(
-            {"event": "end_of_stream", "next_image_id": int(meta["image_id"]), "time": time.time()}))
+            {"event": "end_of_stream", "next_image_id": int(meta["image_id"]), "time": time.time(),
+             "streams": len(self.streams_ended)}))
 
     def handle_flush(self, _msg):
         self.flush()
 
-    def flush(self):
-        """Decode everything pending now (blocking); used at the end of a run."""
+    def flush(self, timeout_s: float = 600.0):
+        """Decode everything pending now and wait for it; used at the end of a run."""
         with self.reassembly_lock:
             images = self.reassembler.drain()
         self._emit(images)
+        self.service.wait_idle(timeout_s)
 
     @property
     def idle(self) -> bool:
-        return self.busy == 0 and not self.reassembler.pending
+        return self.busy == 0 and not self.reassembler.pending and self.service.wait_idle(0)
+
+    def stop(self):
+        self.service.wait_idle(30)
+        if self.record:
+            save_fragments(self.record, self.recorded)
+        return background_worker.stop(self)
 
     def _emit(self, images):
         for image in images:
-            with self.lock:
-                self._decode_one(image)
-
-    def _decode_one(self, image):
-        meta = image.meta
-        try:
-            codec = self.codec_for(int(meta["codec_id"]))
-            start = time.perf_counter()
+            meta = image.meta
             steps = self.refine_steps if self.refine_steps >= 0 else int(meta.get("refine_steps", 0))
-            meta["refine_steps_applied"] = 0
-            if codec.regenerates:       # SPIC: the steps are its own generative decoder's
-                pixels = codec.decode(image.symbols, int(meta["height"]), int(meta["width"]), image.snr_eff_db,
-                                      int(meta.get("rate_index", 0)), steps=steps, seed=int(meta.get("image_id", 0)))
-                meta["refine_steps_applied"] = steps
-                meta["codec_detail"] = codec.last_detail
-            else:
-                pixels = codec.decode(image.symbols, int(meta["height"]), int(meta["width"]), image.snr_eff_db,
-                                      int(meta.get("rate_index", 0)))
-                if getattr(codec, "own_crcs", False) and codec.last_detail:
-                    meta["codec_detail"] = codec.last_detail      # SQ-GAN: the level it decoded
-                if steps:
-                    pixels = self._refine(codec.name, pixels, image.snr_eff_db, steps, meta)
-            meta["decode_ms"] = (time.perf_counter() - start) * 1e3
-        except (CodecError, ValueError) as err:
-            gr.log.error(f"gsc semantic_decoder: image {meta.get('image_id')}: {err}")
+            self.service.submit(Job(meta, image.symbols, image.snr_eff_db, steps), self._publish)
+
+    def _publish(self, result):
+        """The service's result for one image: out, or events + report when it did not decode."""
+        meta = result.meta
+        for line in result.log:
+            if line not in self.logged:
+                self.logged.add(line)
+                gr.log.error(f"gsc semantic_decoder: {line}")
+        if result.error is not None:
+            gr.log.error(f"gsc semantic_decoder: image {meta.get('image_id')}: {result.error}")
             self.message_port_pub(pmt.intern("events"), pmt.to_pmt(
-                {"event": "decode_failed", "image_id": int(meta.get("image_id", -1)), "reason": str(err),
+                {"event": "decode_failed", "image_id": int(meta.get("image_id", -1)), "reason": result.error,
                  "session": int(meta.get("session", 0)), "user": int(meta.get("user", 0)),
                  "fragments_lost": int(meta.get("fragments_lost", 0))}))
             self.message_port_pub(pmt.intern("report"), pmt.to_pmt(
-                {"lost": True, "image_id": int(meta.get("image_id", -1)), "reason": str(err),
-                 "session": int(meta.get("session", 0)),
+                {"lost": True, "image_id": int(meta.get("image_id", -1)), "reason": result.error,
+                 "session": int(meta.get("session", 0)), "user": int(meta.get("user", 0)),
                  **{k: meta[k] for k in LOST_REPORT_KEYS
                     if isinstance(meta.get(k), (int, float, np.number)) and np.isfinite(meta[k])}}))
             return
         self.decode_ms.append(meta["decode_ms"])
-        meta.update({"codec": codec.name, "t_decoded": time.time()})
+        meta["t_decoded"] = time.time()
         self.images_out += 1
-        self.message_port_pub(pmt.intern("out"), make_pdu(meta, pixels.reshape(-1)))
+        self.message_port_pub(pmt.intern("out"), make_pdu(meta, result.pixels.reshape(-1)))

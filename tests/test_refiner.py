@@ -7,6 +7,7 @@ import pmt
 import pytest
 from gnuradio import blocks, gr
 
+from gsc_blocks.core import decode_service
 from gsc_blocks.core.jscc import JSCCCodec
 from gsc_blocks.core.models import CodecError, load_card
 from gsc_blocks.core.images import load_image
@@ -161,13 +162,12 @@ def test_tampered_refiner_costs_one_load_and_no_image(tmp_path, monkeypatch):
     data[-100] ^= 0xFF
     onnx.write_bytes(bytes(data))
     loads = []
-    original = semantic_decoder.refiner_for.__globals__["Refiner"]
-    monkeypatch.setitem(semantic_decoder.refiner_for.__globals__, "Refiner",
-                        lambda *a, **k: loads.append(a) or original(*a, **k))
+    original = decode_service.Refiner
+    monkeypatch.setattr(decode_service, "Refiner", lambda *a, **k: loads.append(a) or original(*a, **k))
     swin = JSCCCodec("swinjscc", MODELS)
     out = _decode_through_block([_fragment(swin, 1, 2), _fragment(swin, 2, 2)], models_dir=tmp_path)
     assert sorted(m["image_id"] for m, _ in out) == [1, 2] and len(loads) == 1
     for meta, pixels in out:
         assert meta["refine_steps_applied"] == 0 and "denoiser.onnx has SHA-256" in meta["refine_note"]
-        assert np.array_equal(pixels.reshape(32, 32, 3),
-                              swin.decode(_fragment(swin, meta["image_id"], 0)[1], 32, 32, 3.0))
+        alone = swin.decode(_fragment(swin, meta["image_id"], 0)[1], 32, 32, 3.0)   # batching: float rounding
+        assert np.abs(pixels.reshape(32, 32, 3).astype(int) - alone).max() <= 1

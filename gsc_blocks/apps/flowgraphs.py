@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pmt
-from gnuradio import gr, zeromq
+from gnuradio import filter as grfilter, gr, zeromq
 
 from ..channel import from_config as channel_from_config
 from ..core.config import RadioError
@@ -16,6 +16,7 @@ from ..ofdm_analog_rx import ofdm_analog_rx
 from ..ofdm_analog_tx import ofdm_analog_tx
 from ..semantic_decoder import semantic_decoder
 from ..semantic_encoder import semantic_encoder
+from ..subband import subband_taps
 
 ZMQ_TIMEOUT_MS = 100
 # A small high-water mark gives backpressure: the TX runs only as far ahead of
@@ -166,14 +167,18 @@ class event_log(gr.basic_block):
             return list(self.events)
 
 
-class tx_top(gr.top_block):
-    """image_source -> semantic_encoder -> ofdm_analog_tx -> [channel] -> ZMQ PUSH | USRP sink."""
+class user_tx:
+    """One user's transmitter in a top block: image_source -> semantic_encoder -> ofdm_analog_tx,
+    and, in a closed loop, its controller (reports from the receiver's PUB, its own session's only).
 
-    def __init__(self, config, images, manifest, start_delay_s=0.5, interval_s=0.0, first_id=0, events_path=""):
-        gr.top_block.__init__(self, "gsc_tx")
+    continuous: the transmitter sends zeros whenever it has no frame (a multi-user air sums
+    the users' streams, so none may stop)."""
+
+    def __init__(self, top, config, images, manifest, start_delay_s=0.5, interval_s=0.0, first_id=0,
+                 user=0, continuous=False):
         ofdm, codec, ctrl = config["ofdm"], config["codec"], config["controller"]
         self.source = image_source(images, first_id=first_id, interval_s=interval_s, manifest=manifest,
-                                   start_delay_s=start_delay_s, paced=ctrl["enabled"])
+                                   start_delay_s=start_delay_s, paced=ctrl["enabled"], user=user)
         self.encoder = semantic_encoder(codec["name"], codec["rate_index"], codec["power_level"],
                                         codec["refine_steps"],
                                         codec["encoder_snr_db"], ofdm["max_fragment_symbols"], codec["models_dir"],
@@ -182,15 +187,16 @@ class tx_top(gr.top_block):
         self.tx = ofdm_analog_tx(ofdm["fft_len"], ofdm["cp_len"], amplitude=ofdm["amplitude"],
                                  guard_symbols=ofdm["guard_symbols"],
                                  max_fragment_symbols=ofdm["max_fragment_symbols"],
-                                 idle_zeros=4096 if ctrl["enabled"] else 0)
-        self.events = event_log(events_path)
+                                 idle_zeros=4096 if ctrl["enabled"] and not continuous else 0)
+        if continuous:
+            self.tx.flusher.built = lambda: self.tx.builder.samples_queued
         # Backpressure: the source waits while images wait for the encoder, or framed samples
         # for the radio, beyond a bound, so a long batch never piles up in memory.
         self.source.hold = lambda: (self.source.sent - self.encoder.images_handled > MAX_IMAGES_AHEAD
                                     or self.tx.builder.samples_queued - self.tx.flusher.passed > MAX_SAMPLES_AHEAD)
-        self.msg_connect(self.source, "out", self.encoder, "in")
-        self.msg_connect(self.encoder, "out", self.tx, "in")
-        self.msg_connect(self.encoder, "events", self.events, "store")
+        top.msg_connect(self.source, "out", self.encoder, "in")
+        top.msg_connect(self.encoder, "out", self.tx, "in")
+        top.msg_connect(self.encoder, "events", top.events, "store")
         self.controller = None
         if ctrl["enabled"]:
             check_calibration_cbr(config)
@@ -202,10 +208,31 @@ class tx_top(gr.top_block):
                 loss_width_db=ctrl["loss_width_db"], loss_target=ctrl["loss_target"])
             self.encoder.handle_control(pmt.to_pmt(self.controller.initial_command()))
             self.reports = zeromq.sub_msg_source(ctrl["report_address"], ZMQ_TIMEOUT_MS, False)
-            self.msg_connect(self.reports, "out", self.controller, "report")
-            self.msg_connect(self.controller, "command", self.encoder, "control")
-            self.msg_connect(self.controller, "next", self.source, "next")
-            self.msg_connect(self.source, "out", self.controller, "sent")
+            top.msg_connect(self.reports, "out", self.controller, "report")
+            top.msg_connect(self.controller, "command", self.encoder, "control")
+            top.msg_connect(self.controller, "next", self.source, "next")
+            top.msg_connect(self.source, "out", self.controller, "sent")
+
+    @property
+    def builder(self):
+        return self.tx.builder
+
+    def all_framed(self) -> bool:
+        sent = self.source.sent
+        return (self.source.finished.is_set() and self.encoder.images_handled >= sent
+                and self.builder.frames_built >= self.encoder.fragments_out)
+
+
+class tx_top(gr.top_block):
+    """image_source -> semantic_encoder -> ofdm_analog_tx -> [channel] -> ZMQ PUSH | USRP sink."""
+
+    def __init__(self, config, images, manifest, start_delay_s=0.5, interval_s=0.0, first_id=0, events_path="",
+                 user=0):
+        gr.top_block.__init__(self, "gsc_tx")
+        self.events = event_log(events_path)
+        self.user = user_tx(self, config, images, manifest, start_delay_s, interval_s, first_id, user=user)
+        self.source, self.encoder, self.tx = self.user.source, self.user.encoder, self.user.tx
+        self.controller = self.user.controller
         chain = [self.tx]
         if config["link"] == "zmq":
             if config["channel"]["enabled"]:
@@ -233,17 +260,49 @@ class tx_top(gr.top_block):
         return self.tx.builder
 
     def all_framed(self) -> bool:
-        sent = self.source.sent
-        return (self.source.finished.is_set() and self.encoder.images_handled >= sent
-                and self.builder.frames_built >= self.encoder.fragments_out)
+        return self.user.all_framed()
 
     def flush(self, zeros: int):
         """Zeros after the last frame (see apps/run.py for how many)."""
         self.tx.flusher.request(int(self.builder.samples_queued), int(zeros))
 
 
+def rx_decoder(config, streams: int = 1) -> semantic_decoder:
+    """The receiver's semantic decoder and its decode service, as the setup says; it ends
+    after `streams` transmitters' end-of-stream frames."""
+    service = config["decode_service"]
+    return semantic_decoder(config["codec"]["models_dir"], config["rx"]["reassembly_timeout_s"],
+                            config["rx"]["refine_steps"], config["codec"]["digital_cbr"], service["mode"],
+                            service["batch_size"], service["max_wait_ms"], service["backend"], streams,
+                            service["record"], service["workers"])
+
+
+class _HeaderTotals:
+    """The per-user receivers' header counts, summed (what a runner reads of one receiver)."""
+
+    def __init__(self, receivers):
+        self.receivers = receivers
+
+    @property
+    def frames_ok(self) -> int:
+        return sum(r.header_decoder.frames_ok for r in self.receivers)
+
+    @property
+    def frames_failed(self) -> int:
+        return sum(r.header_decoder.frames_failed for r in self.receivers)
+
+
+class _Receivers:
+    def __init__(self, receivers):
+        self.header_decoder = _HeaderTotals(receivers)
+
+
 class rx_top(gr.top_block):
-    """ZMQ PULL | USRP source -> ofdm_analog_rx -> semantic_decoder -> image_sink."""
+    """ZMQ PULL | USRP source -> ofdm_analog_rx -> semantic_decoder -> image_sink.
+
+    With multiuser.users = N > 1 (MU-GSC, docs/multiuser.md): the source's stream ->
+    gr-filter's polyphase channelizer -> one ofdm_analog_rx per user's sub-band, all handing
+    their fragments to the one semantic_decoder, whose decode service they share."""
 
     def __init__(self, config, out_dir, manifest="", events_path=""):
         gr.top_block.__init__(self, "gsc_rx")
@@ -255,18 +314,28 @@ class rx_top(gr.top_block):
             self.radio = _usrp(config, "rx")
             self.rx_time_tags = rx_time_counter()
             self.connect(self.radio, self.rx_time_tags)
-        self.rx = ofdm_analog_rx(ofdm["fft_len"], ofdm["cp_len"], detect_threshold=ofdm["detect_threshold"],
-                                 max_fragment_symbols=ofdm["max_fragment_symbols"], cfo_search=ofdm["cfo_search"])
-        self.decoder = semantic_decoder(config["codec"]["models_dir"], config["rx"]["reassembly_timeout_s"],
-                                        config["rx"]["refine_steps"], config["codec"]["digital_cbr"])
+        users = config["multiuser"]["users"]
+        self.receivers = [ofdm_analog_rx(ofdm["fft_len"], ofdm["cp_len"], detect_threshold=ofdm["detect_threshold"],
+                                         max_fragment_symbols=ofdm["max_fragment_symbols"],
+                                         cfo_search=ofdm["cfo_search"]) for _ in range(users)]
+        self.decoder = rx_decoder(config, streams=users)
         ctrl = config["controller"]
         self.sink = image_sink(out_dir, manifest,
                                classify=ctrl["enabled"] and ctrl["quality_metric"] == "accuracy_pct")
         self.events = event_log(events_path)
-        self.connect(self.radio, self.rx)
-        self.msg_connect(self.rx, "out", self.decoder, "in")
+        if users == 1:
+            self.rx = self.receivers[0]
+            self.connect(self.radio, self.rx)
+        else:
+            self.rx = _Receivers(self.receivers)
+            self.channelizer = grfilter.pfb.channelizer_ccf(users, subband_taps(users), 1.0)
+            self.connect(self.radio, self.channelizer)
+            for k, receiver in enumerate(self.receivers):
+                self.connect((self.channelizer, k), receiver)
+        for receiver in self.receivers:
+            self.msg_connect(receiver, "out", self.decoder, "in")
+            self.msg_connect(receiver, "events", self.events, "store")
         self.msg_connect(self.decoder, "out", self.sink, "in")
-        self.msg_connect(self.rx, "events", self.events, "store")
         self.msg_connect(self.decoder, "events", self.events, "store")
         if config["controller"]["enabled"]:
             self.reports = zeromq.pub_msg_sink(config["controller"]["report_address"], ZMQ_TIMEOUT_MS, True)

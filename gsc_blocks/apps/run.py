@@ -50,10 +50,13 @@ def run_tx(args) -> int:
     (out / "tx_controller.jsonl").unlink(missing_ok=True)    # this run's controller slots
     # The manifest is appended to: a transmitter restarted into the same folder adds its
     # images under a new session id, and the report accounts for both runs.
-    runlog = RunLog(out, "tx", images_offered=len(images))
+    runlog = RunLog(out, "tx", images_offered=len(images) * config["multiuser"]["users"])
+    if config["multiuser"]["users"] > 1:
+        return run_mu_tx(args, config, images, out, runlog)
     try:
         top = tx_top(config, images, str(out / TX_MANIFEST), start_delay_s=args.start_delay,
-                     interval_s=args.interval, first_id=args.first_id, events_path=str(runlog.events_path))
+                     interval_s=args.interval, first_id=args.first_id, events_path=str(runlog.events_path),
+                     user=args.user)
     except Exception as err:
         runlog.close(failed=str(err), completed=False)
         raise
@@ -98,6 +101,56 @@ def run_tx(args) -> int:
           f"{top.builder.frames_built} frames, end-of-stream frame included; {outcome}"
           + "".join(f"; {v} {k[4:]}" for k, v in top.uhd_counts().items()), flush=True)
     return 0 if delivered != "stalled" else 1
+
+
+def run_mu_tx(args, config, images, out, runlog) -> int:
+    """The transmitters and the air until every user's frames are out (see apps/run.py run_tx)."""
+    from .multiuser import mu_tx_top
+    try:
+        top = mu_tx_top(config, images, str(out / "tx_manifest.jsonl"), start_delay_s=args.start_delay,
+                        interval_s=args.interval, first_id=args.first_id, events_path=str(runlog.events_path))
+    except Exception as err:
+        runlog.close(failed=str(err), completed=False)
+        raise
+    runlog.update(sessions=[u.source.session for u in top.users], users=len(top.users))
+    t_start = time.time()
+    top.start()
+    deadline = time.time() + args.max_seconds
+    delivered, warned = "deadline", False
+    taken, last_change = -1, time.time()
+    tail_from = None
+    while time.time() < deadline:
+        now = time.time()
+        if top.radio_sink.nitems_read(0) != taken:
+            taken, last_change = top.radio_sink.nitems_read(0), now
+        if tail_from is None and top.all_framed() and top.frames_out():
+            tail_from = top.adder.nitems_written(0)
+        if tail_from is not None and taken >= tail_from + ZMQ_TAIL_SAMPLES:
+            delivered = "complete"           # the zeros after the last frame pushed every frame through
+            break
+        idle = now - last_change
+        if not warned and idle > PEER_WARN_S:
+            warned = True
+            print(f"gsc tx: no receiver has taken samples for {PEER_WARN_S:g} s: is scripts/gsc rx running "
+                  f"with the same {_peer(config)}?", flush=True)
+        if idle > (args.linger if tail_from is not None else args.stall_seconds):
+            delivered = "receiver_closed" if tail_from is not None else "stalled"
+            break
+        time.sleep(0.02)
+    top.stop()
+    top.wait()
+    sent = sum(u.source.sent for u in top.users)
+    stats = {"users": len(top.users), "images_offered": len(images) * len(top.users), "images_sent": sent,
+             "images_encoded": sum(u.encoder.images_encoded for u in top.users),
+             "fragments": sum(u.encoder.fragments_out for u in top.users),
+             "frames": sum(u.builder.frames_built for u in top.users),
+             "sessions": [u.source.session for u in top.users], "events": top.event_list(),
+             "t_start": t_start, "t_end": time.time(), "completed": top.all_framed(), "stream": delivered}
+    (out / "tx_stats.json").write_text(json.dumps(stats))
+    runlog.close(**stats)
+    print(f"gsc tx: {len(top.users)} users, {sent} of {len(images) * len(top.users)} images sent "
+          f"in {stats['frames']} frames; {delivered}", flush=True)
+    return 0 if delivered in ("complete", "receiver_closed") else 1
 
 
 def _wait_sent(top, deadline, linger_s, stall_s, address="zmq.address") -> str:
@@ -385,6 +438,9 @@ def add_tx_arguments(q):
     q.add_argument("--out", required=True, help="output folder: tx_manifest.jsonl, tx_stats.json")
     q.add_argument("--images", required=True, help="image folder, image file, or .txt list of paths")
     q.add_argument("--first-id", type=int, default=0, help="image id of the first image (16-bit, wraps)")
+    q.add_argument("--user", type=int, default=0, choices=range(8), metavar="0..7",
+                   help="this transmitter's user id in every header (one radio of several on sub-bands of a "
+                        "multi-user receiver, docs/multiuser.md)")
     q.add_argument("--interval", type=float, default=0.0, help="seconds between images")
     q.add_argument("--start-delay", type=float, default=0.5, help="seconds before the first image")
     q.add_argument("--linger", type=float, default=1.0,

@@ -23,6 +23,8 @@ PAGES = {
     "calibrate": ("bench calibrate", "the controller's calibration tables, at three of their SNRs"),
     "soak": ("bench soak", "long runs of the two-process ZMQ loopback: every image accounted for, and each "
                            "process's memory and file descriptors over the run"),
+    "multiuser": ("bench multiuser", "MU-GSC: N users on sub-bands of one stream, one receiver and one decode "
+                                     "service, batched against one image at a time"),
     "codec": ("bench codec", "CamVid codecs, bits only: bits per pixel against the segmenters' mIoU, PSNR, "
                              "MS-SSIM and the segmenter-feature Frechet distance"),
 }
@@ -200,6 +202,47 @@ def soak_section(name: str, result: dict) -> list[str]:
     return lines + [""]
 
 
+def multiuser_section(name: str, result: dict) -> list[str]:
+    prov = {"provenance": {**result.get("provenance", {}), "command": result["command"], "commit": result["commit"]}}
+    lines = [f"## {name}", "", f"{result['service']} decode service, {result['images_per_user']} CIFAR-10 test "
+             f"images per user at {result['snr_db']:g} dB, refine steps {result['refine_steps']}, batch size "
+             f"{result['batch_size']}, batch wait {result['max_wait_ms']:g} ms. Source radio: the two-process "
+             "loopback end to end (images decoded / time from the first image sent to the last decoded); "
+             "replay: the fragments the receivers handed over in the batched radio run, fed to the decode "
+             "service alone as fast as it takes them (latency there includes the backlog).", ""]
+    lines += _provenance_lines(prov) + [""]
+    lines += ["| source | users | service | images/s | batched / sync | p50 latency ms (per user) | "
+              "p99 latency ms (per user) | PSNR dB (mean of users) | lost | unaccounted |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    ratios = result.get("ratios", {})
+    for run in sorted(result["runs"], key=lambda r: (r["source"], r["users"], r["mode"])):
+        users = run["per_user"]
+        ratio = ratios.get(f"{run['source']}_{run['users']}") if run["mode"] == "batched" else None
+        p50 = " / ".join(f"{u['latency_ms_p50']:.0f}" for u in users)
+        p99 = " / ".join(f"{u['latency_ms_p99']:.0f}" for u in users)
+        lines.append(
+            f"| {run['source']} | {run['users']} | {run['mode']} | {run['images_per_s']:.1f} | "
+            f"{_number(ratio)} | {p50} | {p99} | "
+            f"{sum(u['psnr_db'] for u in users) / len(users):.2f} | {sum(u['lost'] for u in users)} | "
+            f"{run['unaccounted']} |")
+    if result.get("batch_sweep"):
+        rows = result["batch_sweep"]
+        lines += ["", f"Replay at {max(r['users'] for r in result['runs'])} users, images/s against batch size:", "",
+                  "| batch size | " + " | ".join(str(r["batch_size"]) for r in rows) + " |",
+                  "| --- |" + " --- |" * len(rows),
+                  "| images/s | " + " | ".join(f"{r['images_per_s']:.0f}" for r in rows) + " |"]
+    cache = result.get("session_cache")
+    if cache:
+        lines += ["", f"Caching the model sessions: loading {cache['codec']} (SHA-256 check and ONNX Runtime "
+                      f"session) takes {cache['session_load_ms']:.1f} ms, decoding one image with the loaded "
+                      f"session {cache['decode_ms']:.2f} ms."]
+    match = {k: v for k, v in (result.get("replay_psnr_vs_radio_max_abs_db") or {}).items() if v is not None}
+    if match:
+        lines += ["", "Replay against radio, same fragments: largest PSNR difference per image "
+                  + ", ".join(f"{k.replace('_', ' users, ')} {v:.3f} dB" for k, v in match.items()) + "."]
+    return lines + [""]
+
+
 def _page(kind: str, sections: list[str], sources: str) -> str:
     title, what = PAGES[kind]
     head = [f"# Results: {title}", "", f"{what[0].upper() + what[1:]}.",
@@ -242,7 +285,7 @@ def generate(repo: Path = REPO) -> dict[Path, str]:
     """{path relative to the repo: text} of every generated file."""
     out = {}
     for kind, section in (("link", link_section), ("frames", frames_section), ("control", control_section),
-                          ("codec", codec_section), ("soak", soak_section)):
+                          ("codec", codec_section), ("soak", soak_section), ("multiuser", multiuser_section)):
         files = sorted((repo / "results" / kind).glob("*.json"))
         sections = [line for f in files for line in _with_plot(section(f.stem, _load(f)), repo, kind, f.stem)]
         if not files:

@@ -144,6 +144,29 @@ SCHEMA = {
         "refine_steps": {**_num(-1, 15, True), "default": -1,
                          "doc": "diffusion refiner steps at the receiver: -1 = as each header says, 0..15 = fixed"},
     },
+    "decode_service": {
+        "backend": {"type": "choice", "choices": ["embedded", "ray"], "default": "embedded",
+                    "doc": "embedded: a thread of the receiver; ray: a Ray Serve deployment on 127.0.0.1"},
+        "mode": {"type": "choice", "choices": ["batched", "sync"], "default": "batched",
+                 "doc": "batched: images of all users batched; sync: one image at a time, in arrival order"},
+        "batch_size": {**_num(1, 256, True), "default": 8, "doc": "most images in one decode batch"},
+        "workers": {**_num(1, 64, True), "default": 2,
+                    "doc": "batches decoded at once (threads of the embedded service, concurrent batches on Ray); "
+                           "sync has one"},
+        "max_wait_ms": {**_num(0, 1000), "default": 0.0,
+                        "doc": "how long a batch waits for more images after its first (0: takes what is queued)"},
+        "record": {"type": "str", "default": "",
+                   "doc": "write every fragment the receivers hand over (header fields, symbols, arrival time) "
+                          "to this .npz at the end, for `bench multiuser` to replay ('' = none)"},
+    },
+    "multiuser": {
+        "users": {**_num(1, 8, True), "default": 1,
+                  "doc": "transmitters, each on its own sub-band of one receive stream (1: the single link)"},
+        "snr_db": {"type": "numlist", "default": [],
+                   "doc": "per-user SNR of the emulated air, dB at full power (empty: channel.snr_db for all)"},
+        "user_rate": {**_num(1e4, 1e8), "default": 2.5e5,
+                      "doc": "each user's sample rate (S/s); the loopback air runs at users x this"},
+    },
 }
 
 
@@ -192,6 +215,11 @@ def _check_value(where: str, key: str, value, spec):
         if not isinstance(value, list) or not value or not all(isinstance(v, int) and 0 <= v < 16 for v in value):
             fail("a non-empty list of integers 0..15")
         return sorted(set(value))
+    if kind == "numlist":
+        if not isinstance(value, list) or len(value) > 64 or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+            fail("a list of numbers")
+        return [float(v) for v in value]
     if kind == "names":
         if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
             fail("a non-empty list of names")
@@ -291,6 +319,10 @@ CORRELATOR_REACH = 0.1
 def check_consistency(config: dict, where: str):
     """Checks across sections, after each value has passed its own."""
     channel, ofdm = config["channel"], config["ofdm"]
+    users = config["multiuser"]
+    if users["snr_db"] and len(users["snr_db"]) != users["users"]:
+        raise ConfigError(f"{where}: key multiuser.snr_db: {len(users['snr_db'])} values for "
+                          f"{users['users']} users: give one per user, or none for channel.snr_db")
     reach = max(ofdm["cfo_search"], CORRELATOR_REACH)
     if config["link"] == "zmq" and channel["enabled"] and abs(channel["cfo"]) > reach:
         raise ConfigError(f"{where}: key channel.cfo: value {channel['cfo']} is outside ofdm.cfo_search "

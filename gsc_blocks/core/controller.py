@@ -181,12 +181,18 @@ class CostModel:
     loss_width_db: float = 0.5
     decode_weight: float = 0.05             # running-mean weight of each new measurement
     decode_seen: dict = field(default_factory=dict)
+    # A shared decode service (MU-GSC): the wait its queue adds to every image, from the reports.
+    service_wait_ms: float = 0.0
     _static: dict = field(default_factory=dict, repr=False)   # per action list: its fixed arrays
 
     def observe_decode(self, action: "Action", decode_ms: float):
         key = (action.rate_index, action.refine_steps)
         old = self.decode_seen.get(key)
         self.decode_seen[key] = float(decode_ms) if old is None else old + self.decode_weight * (decode_ms - old)
+
+    def observe_service(self, wait_ms: float):
+        """The decode service's queueing wait, as an image's report gives it (running mean)."""
+        self.service_wait_ms += self.decode_weight * 4 * (float(wait_ms) - self.service_wait_ms)
 
     def decode_ms(self, action: "Action") -> float:
         seen = self.decode_seen.get((action.rate_index, action.refine_steps))
@@ -222,7 +228,7 @@ class CostModel:
         airtime, gain, gain_db, curves = self._static[actions]
         effective_snr = snr_db + gain_db
         p = self.loss_probability(effective_snr)
-        delay = airtime * 1e3 + np.array([self.decode_ms(a) for a in actions])
+        delay = airtime * 1e3 + self.service_wait_ms + np.array([self.decode_ms(a) for a in actions])
         quality = self.table._convert(_interp_rows(effective_snr, self.table.snr_db, curves))
         return SlotCosts(energy=gain * airtime, delay_ms=delay, quality=p * self.lost_quality + (1 - p) * quality,
                          loss=p)

@@ -93,14 +93,20 @@ class JSCCCodec(Codec):
 
     def decode(self, symbols: np.ndarray, height: int, width: int, snr_db: float, rate_index: int = 0) -> np.ndarray:
         """complex symbols (channel, row, col order) -> uint8 HxWx3; groups not sent are zeros."""
+        return self.decode_batch([symbols], height, width, [snr_db], rate_index)[0]
+
+    def decode_batch(self, symbol_lists, height: int, width: int, snrs_db, rate_index: int = 0) -> np.ndarray:
+        """Images of one size and rate in one decoder run: a list of symbol arrays -> uint8 BxHxWx3."""
         shape = self.latent_shape(height, width)
         groups = self.groups_sent(rate_index)
         expected = self.symbol_count(height, width, rate_index)
-        if symbols.size != expected:
-            raise ValueError(f"{symbols.size} symbols do not make a {width}x{height} image at rate_index "
-                             f"{rate_index} ({expected} expected)")
-        z = np.zeros((shape.channels // 2, shape.h, shape.w), np.complex64)
-        z[:groups] = np.asarray(symbols, np.complex64).reshape(groups, shape.h, shape.w)
-        latent = np.concatenate([z.real, z.imag])[None].astype(np.float32)
-        out = self.decoder.run(None, {"symbols": latent, "snr_db": np.array([[snr_db]], np.float32)})[0][0]
-        return np.clip(np.rint(out.transpose(1, 2, 0) * 255.0), 0, 255).astype(np.uint8)
+        z = np.zeros((len(symbol_lists), shape.channels // 2, shape.h, shape.w), np.complex64)
+        for i, symbols in enumerate(symbol_lists):
+            if symbols.size != expected:
+                raise ValueError(f"{symbols.size} symbols do not make a {width}x{height} image at rate_index "
+                                 f"{rate_index} ({expected} expected)")
+            z[i, :groups] = np.asarray(symbols, np.complex64).reshape(groups, shape.h, shape.w)
+        latent = np.concatenate([z.real, z.imag], axis=1).astype(np.float32)
+        snr = np.asarray(snrs_db, np.float32).reshape(-1, 1)
+        out = self.decoder.run(None, {"symbols": latent, "snr_db": snr})[0]
+        return np.clip(np.rint(out.transpose(0, 2, 3, 1) * 255.0), 0, 255).astype(np.uint8)

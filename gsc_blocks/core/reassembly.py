@@ -76,10 +76,10 @@ class Reassembler:
         old = [k for k, img in self.pending.items() if now - img.last_seen > self.timeout_s]
         return [self._assemble(self.pending.pop(k)) for k in old]
 
-    def drain(self) -> list[AssembledImage]:
-        images = [self._assemble(img) for img in self.pending.values()]
-        self.pending.clear()
-        return images
+    def drain(self, match=None) -> list[AssembledImage]:
+        """Every pending image now, or those whose meta match(meta) accepts."""
+        keys = [k for k, img in self.pending.items() if match is None or match(img.meta)]
+        return [self._assemble(self.pending.pop(k)) for k in keys]
 
     def _assemble(self, image: PendingImage) -> AssembledImage:
         meta = image.meta

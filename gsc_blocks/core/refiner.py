@@ -70,25 +70,35 @@ class DiffusionModel(OnnxModel):
     def sample(self, image: np.ndarray, steps: int, seed: int, inputs) -> np.ndarray:
         """uint8 HxWx3 -> uint8 HxWx3 after `steps` DDIM steps; inputs(z_t, t, image as float [1,3,H,W])
         gives the session's input dict. The starting noise is seeded."""
-        steps = self.check_steps(steps)
-        h, w = image.shape[:2]
-        if steps == 0:
+        if self.check_steps(steps) == 0:
             return image
+        return self.sample_batch(image[None], steps, [seed], inputs)[0]
+
+    def sample_batch(self, images: np.ndarray, steps: int, seeds, inputs) -> np.ndarray:
+        """uint8 BxHxWx3 of one size -> uint8 BxHxWx3, one network run per step for the whole batch;
+        each image's starting noise is seeded by its own seed, so an image comes out the same
+        (to float rounding) in any batch. inputs(z_t, t [B,1], images as float [B,3,H,W])."""
+        steps = self.check_steps(steps)
+        h, w = images.shape[1:3]
+        if steps == 0:
+            return images
         if h % self.size_multiple or w % self.size_multiple:
             raise ValueError(f"image is {w}x{h}: the {self.what} needs sides that are multiples of "
                              f"{self.size_multiple}")
-        coarse = np.ascontiguousarray(image.transpose(2, 0, 1)[None], np.float32) / 255.0
-        z = np.random.default_rng(seed).standard_normal(coarse.shape).astype(np.float32)
+        coarse = np.ascontiguousarray(images.transpose(0, 3, 1, 2), np.float32) / 255.0
+        z = np.stack([np.random.default_rng(seed).standard_normal(coarse.shape[1:]) for seed in seeds])
+        z = z.astype(np.float32)
         r0 = z
+        batch = len(images)
         for i in range(steps, 0, -1):
             a, s = self.alpha_sigma(i / steps)
-            v = self.session.run(None, inputs(z, np.array([[i / steps]], np.float32), coarse))[0]
+            v = self.session.run(None, inputs(z, np.full((batch, 1), i / steps, np.float32), coarse))[0]
             r0 = a * z - s * v
             eps = s * z + a * v
             a_next, s_next = self.alpha_sigma((i - 1) / steps)
             z = (a_next * r0 + s_next * eps).astype(np.float32)
-        out = np.clip(coarse[0] + r0[0] / self.scale, 0.0, 1.0)
-        return np.clip(np.rint(out.transpose(1, 2, 0) * 255.0), 0, 255).astype(np.uint8)
+        out = np.clip(coarse + r0 / self.scale, 0.0, 1.0)
+        return np.clip(np.rint(out.transpose(0, 2, 3, 1) * 255.0), 0, 255).astype(np.uint8)
 
 
 class Refiner(DiffusionModel):
@@ -100,6 +110,12 @@ class Refiner(DiffusionModel):
 
     def refine(self, image: np.ndarray, snr_db: float, steps: int, seed: int = 0) -> np.ndarray:
         """uint8 HxWx3 (the JSCC output) -> uint8 HxWx3 after `steps` DDIM steps."""
-        snr = np.array([[snr_db]], np.float32)
-        return self.sample(image, steps, seed, lambda z, t, coarse: {"z_t": z, "coarse": coarse, "t": t,
-                                                                       "snr_db": snr})
+        if self.check_steps(steps) == 0:
+            return image
+        return self.refine_batch(image[None], [snr_db], steps, [seed])[0]
+
+    def refine_batch(self, images: np.ndarray, snrs_db, steps: int, seeds) -> np.ndarray:
+        """uint8 BxHxWx3 (JSCC outputs of one size), one SNR and seed each -> refined, in one batch."""
+        snr = np.asarray(snrs_db, np.float32).reshape(-1, 1)
+        return self.sample_batch(images, steps, seeds, lambda z, t, coarse: {"z_t": z, "coarse": coarse, "t": t,
+                                                                               "snr_db": snr})

@@ -80,7 +80,8 @@ def account(out_dir) -> list[dict]:
             for e in run.get("events", []):
                 if isinstance(e, dict) and e.get("event") == kind:
                     into[_key(e)] = e
-    tx_by_session = {int(r.get("session", 0)): r for r in runs["tx"]}
+    tx_by_session = {int(session): r for r in runs["tx"]       # a multi-user transmitter: a session per user
+                     for session in r.get("sessions") or [r.get("session", 0)]}
     rows = []
     for item in manifest:
         key = _key(item)
