@@ -358,7 +358,7 @@ def _free_port_overrides(config, overrides) -> list[str]:
 
 
 def run_link(config_path, images, out_dir, overrides=(), timeout_s=600, quiet=True, monitor=None,
-             monitor_s=1.0) -> Path:
+             monitor_s=1.0, rx_ready_first=False) -> Path:
     """RX and TX as two processes over ZMQ; returns the output folder when both ended.
 
     The setup and the model are checked here first, so a bad YAML value or a
@@ -366,6 +366,8 @@ def run_link(config_path, images, out_dir, overrides=(), timeout_s=600, quiet=Tr
     The receiver ends at the transmitter's end-of-stream frame. The two talk over
     loopback ports picked free at start (see _free_port_overrides). monitor(tx, rx), given,
     is called every monitor_s seconds with the two Popen objects while the transmitter runs.
+    rx_ready_first: start the transmitter only once the receiver listens (its flowgraph and decode
+    service up, e.g. Ray started), so a rate or latency measured over the run leaves its start-up out.
     """
     from ..core.registry import make_codec
     config = load_config(config_path, list(overrides))
@@ -408,6 +410,11 @@ def run_link(config_path, images, out_dir, overrides=(), timeout_s=600, quiet=Tr
             else 10.0
         rx = subprocess.Popen([python, "-m", "gsc_blocks.apps.run", "rx"] + common + ["--idle", f"{idle:g}"],
                               stdout=rx_log, stderr=subprocess.STDOUT, env=env)
+        if rx_ready_first:
+            ready_deadline = time.time() + 120
+            while rx.poll() is None and time.time() < ready_deadline and \
+                    "gsc rx: listening" not in (out / "rx.log").read_text():
+                time.sleep(0.1)
         tx = subprocess.Popen([python, "-m", "gsc_blocks.apps.run", "tx"] + common + ["--images", str(images)],
                               stdout=tx_log, stderr=subprocess.STDOUT, env=env)
         deadline = time.time() + timeout_s

@@ -4,7 +4,8 @@ For each user count it runs, in one invocation:
 - source "radio": the two-process ZMQ loopback of radio_config/zmq_multiuser.yaml (N
   transmitters on sub-bands, the channelizer, N receivers, one decode service), once with
   the batching service and once with the synchronous one (one image at a time, in arrival
-  order, the same sessions). Images/s = images decoded / (last decode - first image sent).
+  order, the same sessions). The transmitters start once the receiver listens (its decode
+  service up). Images/s = images decoded / (last decode - first image sent).
   On this 2-core host the radio processing of both processes bounds this figure.
 - source "replay": the fragments the receivers handed over in the batched radio run
   (recorded by the decoder), fed through reassembly to a fresh service as fast as it takes
@@ -46,7 +47,7 @@ def _radio_run(config, files, out, n_users, mode, args, record=None) -> dict:
                  f"decode_service.max_wait_ms={args['max_wait_ms']}", *args["overrides"]]
     if record:
         overrides.append(f"decode_service.record={record}")
-    run_link(config, files, out, overrides, timeout_s=args["timeout_s"])
+    run_link(config, files, out, overrides, timeout_s=args["timeout_s"], rx_ready_first=True)
     stats = per_user(out)
     rows = stats["report"]["images"]
     t_sent, t_done = _times(out)
