@@ -11,8 +11,9 @@ For each user count it runs, in one invocation:
   (recorded by the decoder), fed through reassembly to a fresh service as fast as it takes
   them: the decode service alone. Latency there is from an image's submission to its
   decode, queueing included (everything arrives at once, so it grows with the backlog).
-Then, at the largest user count, images/s of the replay against batch size, and what
-loading a model session costs against decoding with a cached one.
+Then, at the largest user count, images/s of the replay against batch size, with one batch
+decoded at a time (batching alone) and two (batching and overlap), and what loading a model
+session costs against decoding with a cached one.
 Every image sent is accounted for per user (decoded or lost with a reason).
 """
 import time
@@ -212,11 +213,14 @@ def bench_multiuser(users=(1, 2, 4, 8), service="embedded", n_images=40, snr_db=
     sweep_rows = []
     if sweep:
         fragments, originals = recordings[max(users)]
-        for size in SWEEP_BATCHES:
-            result = replay(fragments, originals, "embedded", "batched", size, max_wait_ms, refine_steps,
-                            passes=_passes(originals, replay_images))
-            sweep_rows.append({"batch_size": size, "images_per_s": result["images_per_s"],
-                               "mean_batch": float(np.mean([e["batch"] for e in result["images"].values()]))})
+        for workers in (1, 2):         # one batch at a time: batching alone; two: with overlap
+            for size in SWEEP_BATCHES:
+                service_ = make_service("embedded", None, 1 / 6, "batched", size, max_wait_ms, workers)
+                result = replay(fragments, originals, refine_steps=refine_steps, service=service_,
+                                passes=_passes(originals, replay_images))
+                service_.close()
+                sweep_rows.append({"batch_size": size, "workers": workers, "images_per_s": result["images_per_s"],
+                                   "mean_batch": float(np.mean([e["batch"] for e in result["images"].values()]))})
     setup = load_setup(config, [f"channel.snr_db={snr_db}", *overrides])
     codec = make_codec(setup["codec"]["name"], setup["codec"]["models_dir"] or None)
     decoders = Decoders()
@@ -277,9 +281,17 @@ def plot_multiuser(result, path):
     axes[1].set(xlabel="users", ylabel="ms", title="worst user's p99 latency", yscale="log")
     for ax in axes[:2]:
         ax.legend(fontsize=8)
+    for workers in (1, 2):
+        rows = [r for r in result["batch_sweep"] if r.get("workers", 2) == workers]
+        if rows:
+            axes[2].plot([r["batch_size"] for r in rows], [r["images_per_s"] for r in rows], marker="o",
+                         label=f"{workers} batch{'es' if workers > 1 else ''} at a time")
+    sync = [r for r in result["runs"] if r["source"] == "replay" and r["mode"] == "sync"
+            and r["users"] == max(x["users"] for x in result["runs"])]
+    if sync:
+        axes[2].axhline(sync[0]["images_per_s"], color="C1", ls=":", label="sync service")
     if result["batch_sweep"]:
-        rows = result["batch_sweep"]
-        axes[2].plot([r["batch_size"] for r in rows], [r["images_per_s"] for r in rows], marker="o")
+        axes[2].legend(fontsize=8)
         axes[2].set(xscale="log", xlabel="batch size", ylabel="images/s",
                     title=f"replay at {max(r['users'] for r in result['runs'])} users: images/s vs batch size")
     fig.suptitle(f"bench multiuser ({result['service']} service, {result['images_per_user']} CIFAR images per user "
