@@ -148,6 +148,11 @@ def run_mu_tx(args, config, images, out, runlog) -> int:
              "t_start": t_start, "t_end": time.time(), "completed": top.all_framed(), "stream": delivered}
     (out / "tx_stats.json").write_text(json.dumps(stats))
     runlog.close(**stats)
+    if any(user.controller is not None for user in top.users):
+        with (out / "tx_controller.jsonl").open("w") as fh:     # each user's controller, its own slots
+            for k, user in enumerate(top.users):
+                for record in user.controller.slots:
+                    fh.write(json.dumps({**record, "user": k}) + "\n")
     print(f"gsc tx: {len(top.users)} users, {sent} of {len(images) * len(top.users)} images sent "
           f"in {stats['frames']} frames; {delivered}", flush=True)
     return 0 if delivered in ("complete", "receiver_closed") else 1

@@ -67,10 +67,13 @@ class Decoders:
         self.codecs = {}
         self.refiners = {}            # refiner name -> Refiner, or the CodecError it failed with
         self.refiner_names = {}       # codec name -> refiner name (None: no refiner)
+        self.load_lock = threading.RLock()      # workers decode at once: each model loads once
 
     def codec_for(self, codec_id: int):
         if codec_id not in self.codecs:
-            self.codecs[codec_id] = codec_for_id(codec_id, self.models_dir, {"cbr": self.digital_cbr})
+            with self.load_lock:
+                if codec_id not in self.codecs:
+                    self.codecs[codec_id] = codec_for_id(codec_id, self.models_dir, {"cbr": self.digital_cbr})
         return self.codecs[codec_id]
 
     def image_symbols(self, meta) -> int:
@@ -83,15 +86,16 @@ class Decoders:
 
     def refiner_for(self, codec_name: str, log: list):
         """The refiner for a codec (None: none trained for it); a load failure is raised, logged once."""
-        if codec_name not in self.refiner_names:
-            self.refiner_names[codec_name] = refiner_name_for(codec_name, self.models_dir)
-        name = self.refiner_names[codec_name]
-        if name is not None and name not in self.refiners:
-            try:
-                self.refiners[name] = Refiner(name, self.models_dir)
-            except CodecError as err:
-                self.refiners[name] = err
-                log.append(f"refiner {name}: {err}; images of {codec_name} are delivered unrefined")
+        with self.load_lock:
+            if codec_name not in self.refiner_names:
+                self.refiner_names[codec_name] = refiner_name_for(codec_name, self.models_dir)
+            name = self.refiner_names[codec_name]
+            if name is not None and name not in self.refiners:
+                try:
+                    self.refiners[name] = Refiner(name, self.models_dir)
+                except CodecError as err:
+                    self.refiners[name] = err
+                    log.append(f"refiner {name}: {err}; images of {codec_name} are delivered unrefined")
         refiner = self.refiners.get(name)
         if isinstance(refiner, CodecError):
             raise refiner
