@@ -68,6 +68,9 @@ class Decoders:
         self.refiners = {}            # refiner name -> Refiner, or the CodecError it failed with
         self.refiner_names = {}       # codec name -> refiner name (None: no refiner)
         self.load_lock = threading.RLock()      # workers decode at once: each model loads once
+        # A codec decoded image by image keeps per-call state (last_detail, its own sessions' inputs):
+        # one such decode per codec at a time. Batched ONNX runs share their sessions freely.
+        self.alone_locks = {}
 
     def codec_for(self, codec_id: int):
         if codec_id not in self.codecs:
@@ -156,6 +159,12 @@ class Decoders:
         return results
 
     def _decode_alone(self, codec, job: Job) -> np.ndarray:
+        with self.load_lock:
+            lock = self.alone_locks.setdefault(codec.codec_id, threading.Lock())
+        with lock:
+            return self._decode_alone_locked(codec, job)
+
+    def _decode_alone_locked(self, codec, job: Job) -> np.ndarray:
         meta = job.meta
         h, w, rate = int(meta["height"]), int(meta["width"]), int(meta.get("rate_index", 0))
         if codec.regenerates:       # SPIC: the steps are its own generative decoder's
