@@ -211,7 +211,7 @@ def bench_multiuser(users=(1, 2, 4, 8), service="embedded", n_images=40, snr_db=
                      if "psnr_db" in e and k in radio_psnr]
             psnr_match[f"{n}_{mode}"] = max(diffs) if diffs else None
     sweep_rows = []
-    if sweep:
+    if sweep and service == "embedded":       # the embedded service's threads; Ray Serve's are its own
         fragments, originals = recordings[max(users)]
         for workers in (1, 2):         # one batch at a time: batching alone; two: with overlap
             for size in SWEEP_BATCHES:

@@ -228,8 +228,8 @@ def multiuser_section(name: str, result: dict) -> list[str]:
     if result.get("batch_sweep"):
         rows = result["batch_sweep"]
         sizes = sorted({r["batch_size"] for r in rows})
-        lines += ["", f"Replay at {max(r['users'] for r in result['runs'])} users, images/s against batch size, "
-                      "one batch decoded at a time (batching alone) and two at a time (batching and overlap):", "",
+        lines += ["", f"Replay at {max(r['users'] for r in result['runs'])} users (embedded service), images/s "
+                      "against batch size, one batch decoded at a time (batching alone) and two at a time (batching and overlap):", "",
                   "| batches at a time | " + " | ".join(f"batch {s}" for s in sizes) + " |",
                   "| --- |" + " --- |" * len(sizes)]
         for workers in sorted({r.get("workers", 2) for r in rows}):
