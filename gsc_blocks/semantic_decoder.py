@@ -37,7 +37,7 @@ class semantic_decoder(background_worker, gr.basic_block):
     the same steps as its own diffusion decoder's.
 
     Decoding runs on a decode service (core/decode_service.py): embedded in this
-    block (a thread of its own) or on Ray Serve (core/ray_service.py), shared by
+    block (threads of its own) or on Ray Serve (core/ray_service.py), shared by
     every receiver that feeds this block (one per user in a multi-user receiver).
     It batches images across users: up to batch_size, or those that arrived
     max_wait_ms after the first; service 'sync' decodes one image at a time.

@@ -265,7 +265,7 @@ class DecodeService:
     backend = "embedded"
 
     def __init__(self, models_dir=None, digital_cbr: float = 1 / 6, mode: str = "batched",
-                 batch_size: int = 8, max_wait_ms: float = 5.0, decoders: Decoders | None = None, workers: int = 2):
+                 batch_size: int = 8, max_wait_ms: float = 0.0, decoders: Decoders | None = None, workers: int = 2):
         self.mode = mode
         self.batch_size, self.max_wait_ms, self.workers = check_service(mode, batch_size, max_wait_ms, workers)
         self.decoders = decoders or Decoders(models_dir, digital_cbr)
@@ -359,7 +359,8 @@ def save_fragments(path, fragments):
     np.savez(path, t=np.array([f[0] for f in fragments], np.float64),
              meta=np.array(json.dumps([{k: v for k, v in f[1].items() if isinstance(v, (int, float, str))}
                                        for f in fragments])),
-             sizes=sizes, symbols=np.concatenate([f[2] for f in fragments]) if fragments else np.zeros(0, np.complex64))
+             sizes=sizes,
+             symbols=np.concatenate([f[2] for f in fragments]) if fragments else np.zeros(0, np.complex64))
 
 
 def load_fragments(path) -> list[tuple]:
