@@ -125,10 +125,13 @@ class gsc_channel(gr.hier_block2):
         self.model.set_noise_voltage(noise_voltage(snr_db, self.amplitude, self.numerology))
 
 
-def from_config(config: dict) -> gsc_channel:
+def from_config(config: dict, snr_db: float | None = None, seed_offset: int = 0) -> gsc_channel:
+    """The setup's channel; snr_db, given, is one user's SNR (MU-GSC's air) in place of channel.snr_db
+    and its trace, and seed_offset gives that user noise of its own."""
     from .core.controller import read_trace
     ch, ofdm = config["channel"], config["ofdm"]
-    trace = read_trace(ch["snr_trace"]) if ch["snr_trace"] else None
-    return gsc_channel(snr_db=ch["snr_db"], cfo=ch["cfo"], taps=ch["multipath_taps"], fading=ch["fading"],
-                       doppler=ch["doppler"], k_factor=ch["k_factor"], amplitude=ofdm["amplitude"],
-                       fft_len=ofdm["fft_len"], cp_len=ofdm["cp_len"], seed=ch["seed"], snr_trace=trace)
+    trace = read_trace(ch["snr_trace"]) if ch["snr_trace"] and snr_db is None else None
+    return gsc_channel(snr_db=ch["snr_db"] if snr_db is None else snr_db, cfo=ch["cfo"], taps=ch["multipath_taps"],
+                       fading=ch["fading"], doppler=ch["doppler"], k_factor=ch["k_factor"],
+                       amplitude=ofdm["amplitude"], fft_len=ofdm["fft_len"], cp_len=ofdm["cp_len"],
+                       seed=ch["seed"] + seed_offset, snr_trace=trace)

@@ -23,9 +23,10 @@ from pathlib import Path
 import numpy as np
 from gnuradio import blocks, filter as grfilter, gr, zeromq
 
-from ..channel import gsc_channel
+from ..channel import from_config as channel_from_config
 from ..subband import air_taps
 from .flowgraphs import ZMQ_HWM, ZMQ_TIMEOUT_MS, event_log, user_tx
+
 
 def user_snrs(config) -> list[float]:
     users = config["multiuser"]
@@ -41,7 +42,6 @@ class mu_tx_top(gr.top_block):
             raise ValueError("multiuser.users > 1 emulates the air over ZMQ; over USRPs run one transmitter "
                              "per radio, each tuned to its sub-band (see apps/multiuser.py)")
         n = config["multiuser"]["users"]
-        ofdm, ch = config["ofdm"], config["channel"]
         self.events = event_log(events_path)
         self.users = [user_tx(self, config, images, manifest, start_delay_s, interval_s, first_id, user=k,
                               continuous=True) for k in range(n)]
@@ -50,9 +50,7 @@ class mu_tx_top(gr.top_block):
         self.interpolators, self.channels = [], []
         self.adder = blocks.add_cc()
         for k, (user, snr) in enumerate(zip(self.users, user_snrs(config))):
-            channel = gsc_channel(snr_db=snr, cfo=ch["cfo"], taps=ch["multipath_taps"], fading=ch["fading"],
-                                  doppler=ch["doppler"], k_factor=ch["k_factor"], amplitude=ofdm["amplitude"],
-                                  fft_len=ofdm["fft_len"], cp_len=ofdm["cp_len"], seed=ch["seed"] + k)
+            channel = channel_from_config(config, snr_db=snr, seed_offset=k)
             interpolator = grfilter.interp_fir_filter_ccf(n, air_taps(n))
             self.channels.append(channel)
             self.interpolators.append(interpolator)

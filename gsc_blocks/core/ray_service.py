@@ -64,14 +64,15 @@ class RayDecodeService:
         self.batch_size, self.max_wait_ms, self.workers = check_service(mode, batch_size, max_wait_ms, workers)
         self.ray, self.serve = ray, serve
         self.started_ray = not ray.is_initialized()
-        if self.started_ray:
-            ray.init(address=os.environ.get("RAY_ADDRESS") or None, include_dashboard=False,
-                     log_to_driver=False, configure_logging=False, _node_ip_address="127.0.0.1",
-                     object_store_memory=200 * 1024 * 1024, num_cpus=os.cpu_count())
+        if self.started_ray and os.environ.get("RAY_ADDRESS"):
+            ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=False, configure_logging=False)
+        elif self.started_ray:      # a local instance: its resources are this process's to set
+            ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False,
+                     _node_ip_address="127.0.0.1", object_store_memory=200 * 1024 * 1024, num_cpus=os.cpu_count())
         serve.start(proxy_location="Disabled", http_options={"host": "127.0.0.1"})
-        self.handle = serve.run(_deployment(serve, self.workers).bind(models_dir, float(digital_cbr), self.batch_size,
-                                                        self.max_wait_ms),
-                                name=APP_NAME, route_prefix=None)
+        app = _deployment(serve, self.workers).bind(models_dir, float(digital_cbr), self.batch_size,
+                                                    self.max_wait_ms)
+        self.handle = serve.run(app, name=APP_NAME, route_prefix=None)
         self.symbol_cache = {}
         self.stats = ServiceStats()
         self.inflight = deque()
