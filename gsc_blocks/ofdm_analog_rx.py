@@ -6,9 +6,10 @@ import pmt
 from gnuradio import blocks, digital, gr, pdu
 
 from .core.frame import HEADER_OFDM_SYMBOLS, HeaderCodec, HeaderError, Numerology, power_gain
-from .core.ofdm_analog import (ChannelEstimate, decision_directed_refinement, equalize, estimate_cfo,
-                                estimate_channel,
-                                header_soft_bits, preamble_waveform, refine_cfo, to_frequency)
+from .core.ofdm_analog import (ChannelEstimate, decision_directed_refinement, decision_directed_refinements,
+                                equalize, equalize_frames, estimate_cfo, estimate_cfos, estimate_channel,
+                                estimate_channels, header_soft_bits, preamble_waveform, refine_cfo, refine_cfos,
+                                soft_bits, to_frequencies, to_frequency)
 from .pdu_util import make_pdu, split_pdu
 
 FRAME_TAG = "frame_len"
@@ -208,6 +209,154 @@ class payload_equalizer(gr.basic_block):
         self.message_port_pub(pmt.intern("snr"), make_pdu({}, np.array([meta["snr_est_db"]], np.float32)))
 
 
+class frame_receiver(gr.basic_block):
+    """Samples with frame-start marks in, equalized fragment PDUs out: all the frames that one
+    call's samples hold, at once.
+
+    Does what header_payload_demux + header_decoder + payload_equalizer do, in the same order and
+    with the same numerics, without the demux's round trip per frame (the header's samples out as a
+    PDU, the decoded header back as a message, before the demux moves on): each call cuts the
+    preamble and header of every mark whose header has arrived, estimates CFO and channel and
+    decodes the headers of all of them together (numpy over frames, gr-fec's Viterbi per header),
+    walks them in order as the demux does (a mark inside a frame already found is passed over; a
+    failed header is counted and the next mark tried), then equalizes the payloads of all frames
+    found, together. A frame whose payload has not all arrived waits for the next call.
+    """
+
+    def __init__(self, numerology: Numerology, max_payload_symbols: int = 4800, key="corr_start"):
+        gr.basic_block.__init__(self, name="gsc_frame_receiver", in_sig=[np.complex64], out_sig=None)
+        self.numerology = numerology
+        self.max_payload_symbols = int(max_payload_symbols)
+        self.codec = HeaderCodec(numerology)
+        self.key = pmt.intern(key)
+        self.frames_ok = 0
+        self.frames_failed = 0
+        self.header_samples = (2 + HEADER_OFDM_SYMBOLS) * numerology.symbol_len
+        self.next_free = 0          # first sample after the last frame found
+        self.found = {}             # mark -> decoded frame whose payload had not all arrived
+        n = numerology
+        self.cut = (np.arange(2 + HEADER_OFDM_SYMBOLS)[:, None] * n.symbol_len + n.cp_len
+                    + np.arange(n.fft_len)[None, :])
+        for port in ("out", "events", "snr"):
+            self.message_port_register_out(pmt.intern(port))
+        self.set_tag_propagation_policy(gr.TPP_DONT)
+
+    def _symbols(self, x, starts, first, count):
+        """CP-free time-domain symbols [k, count, fft_len] of frames starting at `starts` (in x),
+        from OFDM symbol `first` of the frame."""
+        n = self.numerology
+        index = (np.asarray(starts)[:, None, None] + (first + np.arange(count))[None, :, None] * n.symbol_len
+                 + n.cp_len + np.arange(n.fft_len)[None, None, :])
+        return x[index]
+
+    def _headers(self, x, starts):
+        """Decode the headers of frames starting at `starts` (in x), together: one dict per frame,
+        its fields and estimates, or its error and SNR estimate."""
+        n = self.numerology
+        td = self._symbols(x, starts, 0, 2 + HEADER_OFDM_SYMBOLS)
+        cfo = refine_cfos(td, n, estimate_cfos(td[:, 0]))
+        fd = to_frequencies(td, n, cfo, 0)
+        response, noise_var, _ = estimate_channels(fd[:, 0], fd[:, 1], n)
+        header_fd = fd[:, 2:]
+        symbols, noise, _ = equalize_frames(header_fd, response, noise_var, n, 0)
+        headers, bits = self.codec.decode_batch(soft_bits(symbols, noise))
+        out = [None] * len(starts)
+        good = []
+        for i, header in enumerate(headers):
+            if not isinstance(header, HeaderError) and not 0 < header.payload_symbols <= self.max_payload_symbols:
+                # The buffers hold max_payload_symbols; a longer claim is a false detection whose CRC
+                # matched by chance.
+                header = HeaderError(f"header claims {header.payload_symbols} payload symbols, "
+                                     f"outside 1..{self.max_payload_symbols}")
+            if isinstance(header, HeaderError):
+                out[i] = {"error": str(header), "snr_est_db": _snr_db(response[i], noise_var[i])}
+            else:
+                out[i] = {"header": header}
+                good.append(i)
+        if good:
+            # The decoded header is now known data: refine CFO and noise with it.
+            gain = np.sqrt([power_gain(out[i]["header"].power_level) for i in good])
+            known = self.codec.symbols(bits[good]) * gain[:, None]   # the header went out at the frame's power
+            residual_cfo, refined = decision_directed_refinements(header_fd[good], known, response[good],
+                                                                  noise_var[good], n, 0)
+            for j, i in enumerate(good):
+                out[i].update(cfo=float(cfo[i] + residual_cfo[j]), response=response[i],
+                              noise_var=float(refined[j]), snr_est_db=_snr_db(response[i], refined[j]))
+        return out
+
+    def _payloads(self, x, frames):
+        """Equalize the payloads of found frames [(start in x, decoded), ...], frames of one
+        length together, and publish a fragment PDU each, in order."""
+        n = self.numerology
+        by_length = {}
+        for k, (start, frame) in enumerate(frames):
+            by_length.setdefault(n.payload_ofdm_symbols(frame["header"].payload_symbols), []).append(k)
+        results = [None] * len(frames)
+        for count, members in by_length.items():
+            starts = [frames[k][0] for k in members]
+            decoded = [frames[k][1] for k in members]
+            td = self._symbols(x, starts, 2 + HEADER_OFDM_SYMBOLS, count)
+            fd = to_frequencies(td, n, np.array([d["cfo"] for d in decoded]), 2 + HEADER_OFDM_SYMBOLS)
+            # CFO was refined on the header: only a common phase is left to track.
+            symbols, noise, slope = equalize_frames(fd, np.array([d["response"] for d in decoded]),
+                                                    np.array([d["noise_var"] for d in decoded]), n,
+                                                    HEADER_OFDM_SYMBOLS, slope=0.0)
+            for j, k in enumerate(members):
+                results[k] = (symbols[j], noise[j], slope[j])
+        now = time.time()
+        for (start, frame), (symbols, noise, slope) in zip(frames, results):
+            header = frame["header"]
+            gain = np.sqrt(power_gain(header.power_level))
+            count = header.payload_symbols
+            meta = header.as_dict()
+            meta.update(snr_est_db=frame["snr_est_db"],
+                        snr_eff_db=float(-10.0 * np.log10(np.mean(noise[:count] / gain ** 2))),
+                        phase_slope=float(slope), rx_time=now)
+            self.message_port_pub(pmt.intern("out"), make_pdu(meta, (symbols[:count] / gain).astype(np.complex64)))
+            self.message_port_pub(pmt.intern("snr"), make_pdu({}, np.array([frame["snr_est_db"]], np.float32)))
+
+    def general_work(self, input_items, output_items):
+        x = input_items[0]
+        size, base = len(x), self.nitems_read(0)
+        marks = sorted({t.offset for t in self.get_tags_in_window(0, 0, size, self.key)})
+        marks = [m for m in marks if m >= self.next_free]
+        ready = [m for m in marks if m - base + self.header_samples <= size]
+        todo = [m for m in ready if m not in self.found]
+        decoded = dict(zip(todo, self._headers(x, [m - base for m in todo]))) if todo else {}
+        decoded.update(self.found)
+        self.found = {}
+        frames, stop = [], base + size
+        for mark in ready:
+            if mark < self.next_free:
+                continue                           # inside the frame just found, as the demux skips it
+            result = decoded[mark]
+            if "error" in result:
+                self.frames_failed += 1
+                self.message_port_pub(pmt.intern("events"), pmt.to_pmt(
+                    {"event": "header_lost", "reason": result["error"], "snr_est_db": result["snr_est_db"],
+                     "time": time.time()}))
+                continue
+            end = mark + self.numerology.frame_samples(result["header"].payload_symbols)
+            if end > base + size:
+                self.found[mark] = result          # its payload comes with the next call
+                stop = mark
+                break
+            self.frames_ok += 1
+            frames.append((mark - base, result))
+            self.next_free = end
+        waiting = [m for m in marks if m >= self.next_free and m - base + self.header_samples > size]
+        if waiting:
+            stop = min(stop, waiting[0])
+        if frames:
+            self._payloads(x, frames)
+        self.consume(0, max(stop - base, 0))
+        return 0
+
+
+def _snr_db(response, noise_var):
+    return ChannelEstimate(response=response, noise_var=float(noise_var), taps=np.array([])).snr_db
+
+
 class ofdm_analog_rx(gr.hier_block2):
     """OFDM baseband -> equalized fragment PDUs, built from gr-digital primitives.
 
@@ -237,12 +386,16 @@ class ofdm_analog_rx(gr.hier_block2):
             (1.0: 11 correlators; `gsc bench frames` reports what they cost in receive
             rate). A single correlator (0.1) loses the preamble's correlation peak by about
             10 dB at 0.3 spacing (see CFO_SEARCH_STEP).
+        batch_frames: handle the frames found in a stretch of samples together (frame_receiver,
+            the default); False: one at a time through header_payload_demux, the header decoded
+            in a message handler and sent back to the demux (the same numerics; `gsc bench frames`
+            times both).
     Message ports: out (fragments), events (lost headers), snr (one-float PDU per
     frame: the preamble SNR estimate, for a QT GUI time sink).
     """
 
     def __init__(self, fft_len=64, cp_len=16, occupied_carriers=None, pilot_carriers=None,
-                 detect_threshold=0.9999, max_fragment_symbols=4800, cfo_search=1.0):
+                 detect_threshold=0.9999, max_fragment_symbols=4800, cfo_search=1.0, batch_frames=True):
         gr.hier_block2.__init__(self, "gsc_ofdm_analog_rx",
                                 gr.io_signature(1, 1, gr.sizeof_gr_complex), gr.io_signature(0, 0, 0))
         self.message_port_register_hier_out("out")
@@ -272,19 +425,25 @@ class ofdm_analog_rx(gr.hier_block2):
         normalized, delay = power_normalized(self, self, 2 * numerology.symbol_len)
         raw = blocks.delay(gr.sizeof_gr_complex, delay + preamble.size)
         self.join = join = tag_transfer("corr_start", n_marks=len(self.detectors))
-        self.hpd = hpd = digital.header_payload_demux(
-            2 + HEADER_OFDM_SYMBOLS, fft_len, cp_len, FRAME_TAG, "corr_start", True, gr.sizeof_gr_complex)
         for k, detector in enumerate(self.detectors):
             self.connect(normalized, detector, (join, 1 + k))
         self.connect(self, raw, (join, 0))
-        self.connect(join, hpd)
-
-        self.header_decoder = header_decoder(numerology, max_fragment_symbols)
-        self.payload_equalizer = payload_equalizer(numerology)
         max_symbols = 2 + HEADER_OFDM_SYMBOLS + numerology.payload_ofdm_symbols(max_fragment_symbols)
-        # hpd copies a whole payload at once: its input must hold a frame.
+        # The frame handler takes a whole frame at once: its input must hold one.
         for block in (*self.detectors, raw, join):
             block.set_min_output_buffer(2 * max_symbols * numerology.symbol_len)
+        if batch_frames:
+            # header_decoder is the name the frame counters have in either build
+            self.header_decoder = receiver = frame_receiver(numerology, max_fragment_symbols)
+            self.connect(join, receiver)
+            for port in ("out", "events", "snr"):
+                self.msg_connect(receiver, port, self, port)
+            return
+        self.hpd = hpd = digital.header_payload_demux(
+            2 + HEADER_OFDM_SYMBOLS, fft_len, cp_len, FRAME_TAG, "corr_start", True, gr.sizeof_gr_complex)
+        self.connect(join, hpd)
+        self.header_decoder = header_decoder(numerology, max_fragment_symbols)
+        self.payload_equalizer = payload_equalizer(numerology)
         hpd.set_min_output_buffer(0, 2 * max_symbols)
         hpd.set_min_output_buffer(1, 2 * max_symbols)
         header_pdus = _td_pdu_chain(self, (hpd, 0), fft_len, max_symbols, 2 + HEADER_OFDM_SYMBOLS)

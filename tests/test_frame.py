@@ -59,3 +59,25 @@ def test_numerology_matches_gr_digital_defaults():
     assert power_gain(0) == 1.0 and abs(power_gain(1) - 10 ** -0.2) < 1e-12
     with pytest.raises(ValueError):
         Numerology(cp_len=64)
+
+
+def test_headers_decode_and_reencode_in_batches():
+    """decode_batch checks the CRC of many headers at once (a bit-by-bit linear map taken from
+    gr-digital's CRC), and symbols() re-encodes what was decoded as encode() does (the map of
+    gr-fec's encoder): random headers, one of them corrupted."""
+    codec = HeaderCodec()
+    rng = np.random.default_rng(3)
+    headers = [FrameHeader(image_id=int(rng.integers(65536)), fragment_index=int(rng.integers(4096)),
+                           fragment_count=int(rng.integers(1, 4097)), codec_id=int(rng.integers(32)),
+                           rate_index=int(rng.integers(16)), power_level=int(rng.integers(16)),
+                           refine_steps=int(rng.integers(16)), payload_symbols=int(rng.integers(1, 65536)),
+                           height=4 * int(rng.integers(1024)), width=4 * int(rng.integers(1024)),
+                           session=int(rng.integers(1024)), user=int(rng.integers(8))) for _ in range(12)]
+    symbols = np.array([codec.encode(h) for h in headers])
+    soft = 2.0 * symbols.real
+    soft[5] = -soft[5]
+    decoded, bits = codec.decode_batch(soft)
+    assert isinstance(decoded[5], HeaderError) and "CRC" in str(decoded[5])
+    good = [k for k in range(12) if k != 5]
+    assert [decoded[k] for k in good] == [headers[k] for k in good]
+    assert np.array_equal(codec.symbols(bits[good]), symbols[good])

@@ -1,5 +1,6 @@
 """Receiver numerics on synthetic frames (numpy only)."""
 import numpy as np
+import pytest
 
 from gsc_blocks.core.frame import Numerology
 from gsc_blocks.core.ofdm_analog import equalize, estimate_cfo, estimate_channel, refine_cfo, to_frequency
@@ -55,3 +56,36 @@ def test_cfo_is_estimated_and_removed():
     eq = equalize(fdr[2:], chan, N, 0)
     mse = np.mean(np.abs(eq.symbols - payload[:, N.data_bins].reshape(-1)) ** 2)
     assert abs(-10 * np.log10(mse) - eq.snr_eff_db) < 1.0
+
+
+def test_numerics_over_many_frames_equal_the_one_frame_numerics():
+    """The batch forms (what frame_receiver runs) give per frame what the one-frame forms give."""
+    from gsc_blocks.core.ofdm_analog import (decision_directed_refinement, decision_directed_refinements,
+                                             equalize_frames, estimate_cfos, estimate_channels, refine_cfos,
+                                             to_frequencies)
+    rng = np.random.default_rng(4)
+    frames = []
+    for k, taps in enumerate(([1.0], [1.0, 0.3, 0.1j], [0.5j, 0.0, 0.0, 0.2], [0.9, 0.35j, 0.15])):
+        fd, _ = _frame(rng, 11)
+        frames.append(_through_channel(fd, taps, 5.0 + 5 * k, 2 * np.pi * 0.01 * k / 64, rng))
+    t = np.array(frames, np.complex64)
+    coarse = estimate_cfos(t[:, 0])
+    fine = refine_cfos(t, N, coarse)
+    fd = to_frequencies(t, N, fine, 0)
+    response, noise_var, taps = estimate_channels(fd[:, 0], fd[:, 1], N)
+    symbols, noise, slope = equalize_frames(fd[:, 2:], response, noise_var, N, 0)
+    known = np.sign(symbols.real).astype(np.complex64)
+    cfo_dd, noise_dd = decision_directed_refinements(fd[:, 2:], known, response, noise_var, N, 0)
+    for k in range(len(t)):
+        assert coarse[k] == pytest.approx(estimate_cfo(t[k, 0]), abs=1e-9)
+        assert fine[k] == pytest.approx(refine_cfo(t[k], N, coarse[k]), abs=1e-9)
+        one = to_frequency(t[k], N, fine[k], 0)
+        assert np.allclose(fd[k], one, atol=1e-5)
+        chan = estimate_channel(one[0], one[1], N)
+        assert list(taps[k]) == list(chan.taps)
+        assert np.allclose(response[k], chan.response, atol=1e-5)
+        assert noise_var[k] == pytest.approx(chan.noise_var, rel=1e-5)
+        eq = equalize(one[2:], chan, N, 0)
+        assert np.allclose(symbols[k], eq.symbols, atol=1e-4) and slope[k] == pytest.approx(eq.phase_slope)
+        dd = decision_directed_refinement(one[2:], known[k], chan, N, 0)
+        assert (cfo_dd[k], noise_dd[k]) == pytest.approx(dd, rel=1e-5)

@@ -229,33 +229,85 @@ class HeaderCodec:
         on_air[self.interleaver] = slots
         return (1.0 - 2.0 * on_air).astype(np.complex64)  # bit 0 -> +1, bit 1 -> -1
 
+    @cached_property
+    def _linear_maps(self):
+        """The header's CRC and its code are linear over GF(2): the CRC of 110 bits is crc(0) xor the
+        CRCs (less crc(0)) of its set bits; the coded and interleaved slots of 126 bits, the xor of each
+        set bit's slots. Both taken once from gr-digital's CRC and gr-fec's encoder, bit by bit, so a
+        batch of headers is checked and re-encoded by xor-reductions."""
+        n_fields = HEADER_INFO_BITS - 16
+        zero = self._crc16(np.zeros(n_fields, np.uint8))
+        crc = np.array([self._crc16(np.eye(n_fields, dtype=np.uint8)[i]) ^ zero for i in range(n_fields)], np.int64)
+        slots = np.zeros((HEADER_INFO_BITS, self.slots), np.uint8)
+        coded = np.zeros(self._encoder.get_output_size(), dtype=np.uint8)
+        units = np.eye(HEADER_INFO_BITS, dtype=np.uint8)     # kept alive: the capsules hold raw pointers
+        for i in range(HEADER_INFO_BITS):
+            self._encoder.generic_work(_capsule(units[i]), _capsule(coded))
+            repeated = np.zeros(self.slots, dtype=np.uint8)
+            repeated[:HEADER_REPEAT * coded.size] = np.tile(coded, HEADER_REPEAT)
+            slots[i, self.interleaver] = repeated
+        weights = np.zeros((n_fields, len(HEADER_FIELDS)), np.int64)
+        pos = 0
+        for j, (_, size) in enumerate(HEADER_FIELDS):
+            weights[pos:pos + size, j] = 1 << np.arange(size - 1, -1, -1)
+            pos += size
+        return zero, crc, np.packbits(slots, axis=1), weights
+
+    @staticmethod
+    def _xor_rows(bits: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """For each row of bits [k, n] (0/1), the xor of the rows [n, ...] (integers) its ones select."""
+        return np.bitwise_xor.reduce(np.where(bits.astype(bool)[(...,) + (None,) * (rows.ndim - 1)], rows, 0),
+                                     axis=1)
+
     def decode(self, soft: np.ndarray) -> FrameHeader:
         """Soft BPSK values (equalized real parts scaled as LLRs, + means bit 0) -> FrameHeader.
 
         Raises HeaderError when the CRC fails.
         """
-        soft = np.asarray(soft, dtype=np.float32)[self.interleaver]
-        soft = soft[:HEADER_REPEAT * HEADER_CODED_BITS].reshape(HEADER_REPEAT, -1).sum(axis=0)
+        headers, bits = self.decode_batch(np.asarray(soft, dtype=np.float32)[None])
+        if isinstance(headers[0], HeaderError):
+            raise headers[0]
+        return headers[0]
+
+    def decode_batch(self, soft: np.ndarray):
+        """decode of k headers' soft values [k, slots] -> (k FrameHeaders or HeaderErrors, the decoded
+        bits [k, HEADER_INFO_BITS] for symbols())."""
+        soft = np.asarray(soft, dtype=np.float32)[:, self.interleaver]
+        soft = soft[:, :HEADER_REPEAT * HEADER_CODED_BITS].reshape(len(soft), HEADER_REPEAT, -1).sum(axis=1)
         # cc_decoder wants unsigned chars, 128 = erasure, larger = bit 1.
-        quantized = np.clip(np.round(128.0 - soft * 32.0), 0, 255).astype(np.uint8)
-        bits = np.zeros(self._decoder.get_output_size(), dtype=np.uint8)
-        self._decoder.generic_work(_capsule(quantized), _capsule(bits))
-        payload, crc_bits = bits[:-16], bits[-16:]
-        if int("".join(map(str, crc_bits)), 2) != self._crc16(payload):
-            raise HeaderError("header CRC mismatch")
-        values, pos = {}, 0
-        for name, size in HEADER_FIELDS:
-            values[name] = int("".join(map(str, payload[pos:pos + size])), 2)
-            pos += size
-        if values.pop("version") != HEADER_VERSION:
-            raise HeaderError("unknown header version")
-        return FrameHeader(
-            image_id=values["image_id"], fragment_index=values["fragment_index"],
-            fragment_count=values["fragment_count"] + 1, codec_id=values["codec_id"],
-            rate_index=values["rate_index"], power_level=values["power_level"],
-            refine_steps=values["refine_steps"], payload_symbols=values["payload_symbols"],
-            height=4 * values["height_div4"], width=4 * values["width_div4"],
-            session=values["session"], user=values["user"])
+        quantized = np.ascontiguousarray(np.clip(np.round(128.0 - soft * 32.0), 0, 255).astype(np.uint8))
+        bits = np.zeros((len(soft), self._decoder.get_output_size()), dtype=np.uint8)
+        for row, out in zip(quantized, bits):
+            self._decoder.generic_work(_capsule(row), _capsule(out))
+        crc_zero, crc_map, _, weights = self._linear_maps
+        payload = bits[:, :-16]
+        received_crc = bits[:, -16:].astype(np.int64) @ (1 << np.arange(15, -1, -1))
+        crc_ok = (crc_zero ^ self._xor_rows(payload, crc_map)) == received_crc
+        values = np.sum(payload.astype(np.int64)[:, :, None] * weights[None], axis=1)
+        names = [name for name, _ in HEADER_FIELDS]
+        headers = []
+        for ok, row in zip(crc_ok, values.tolist()):
+            field = dict(zip(names, row))
+            if not ok:
+                headers.append(HeaderError("header CRC mismatch"))
+            elif field["version"] != HEADER_VERSION:
+                headers.append(HeaderError("unknown header version"))
+            else:
+                headers.append(FrameHeader(
+                    image_id=field["image_id"], fragment_index=field["fragment_index"],
+                    fragment_count=field["fragment_count"] + 1, codec_id=field["codec_id"],
+                    rate_index=field["rate_index"], power_level=field["power_level"],
+                    refine_steps=field["refine_steps"], payload_symbols=field["payload_symbols"],
+                    height=4 * field["height_div4"], width=4 * field["width_div4"],
+                    session=field["session"], user=field["user"]))
+        return headers, bits
+
+    def symbols(self, bits: np.ndarray) -> np.ndarray:
+        """The BPSK header symbols [k, slots] of decoded header bits [k, HEADER_INFO_BITS] (decode_batch's):
+        what encode() sends for those headers."""
+        slot_map = self._linear_maps[2]
+        on_air = np.unpackbits(self._xor_rows(np.asarray(bits), slot_map), axis=1, count=self.slots)
+        return (1.0 - 2.0 * on_air).astype(np.complex64)
 
 
 # --- transmit power levels ---------------------------------------------------
