@@ -154,7 +154,8 @@ def cmd_bench(args) -> int:
               "controller.loss_snr_db, controller.loss_width_db)")
         rate = result["receive_rate"]
         print(f"receiver ({rate['correlators']} correlators): {rate['frames_msps']} MS/s on back-to-back frames, "
-              f"{rate['noise_msps']} MS/s on noise")
+              f"{rate['noise_msps']} MS/s on noise; one frame at a time (header_payload_demux): "
+              f"{rate['demux_frames_msps']} MS/s")
         stock = result["stock_ofdm_rx_rate"]
         print(f"stock gr-digital ofdm_rx, same run: {stock['frames_msps']} MS/s on its back-to-back frames "
               f"({stock['frames_decoded']}/{stock['frames']} decoded): this receiver at "

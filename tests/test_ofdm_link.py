@@ -194,7 +194,8 @@ def test_bench_frames_counts_every_frame_and_fits_the_loss(tmp_path):
     assert result["controller"] == {"loss_snr_db": -3.5, "loss_width_db": 0.5}
     rate = result["receive_rate"]
     assert rate["correlators"] == 1 and rate["frame_samples"] > 24 * 512 and rate["noise_samples"] >= 1 << 21
-    assert rate["frames_msps"] > 0 and rate["noise_msps"] > 0
+    assert rate["frames_msps"] > 0 and rate["noise_msps"] > 0 and rate["demux_frames_msps"] > 0
+    assert rate["frames_decoded"] == rate["demux_frames_decoded"] == 24      # both builds, every frame
     # stock gr-digital in the same run, on as many frames carrying the same payload, and decoding them
     stock = result["stock_ofdm_rx_rate"]
     assert stock["frames"] == 24 and stock["frames_decoded"] >= 22 and stock["payload_bytes"] == 128

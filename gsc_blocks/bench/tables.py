@@ -83,12 +83,16 @@ def frames_section(name: str, result: dict) -> list[str]:
     if rate:
         lines.append(f"Receiver alone ({rate.get('correlators')} correlators): {rate.get('frames_msps')} MS/s of "
                      f"back-to-back frames, {rate.get('noise_msps')} MS/s of noise (wall time on the host that "
-                     "ran it).")
+                     "ran it)." + (f" One frame at a time through header_payload_demux (batch_frames=False): "
+                                   f"{rate['demux_frames_msps']} MS/s of the same frames." if
+                                   "demux_frames_msps" in rate else ""))
     stock = result.get("stock_ofdm_rx_rate")
     if stock:
         lines.append(f"Stock gr-digital ofdm_rx in the same run: {stock['frames_msps']} MS/s of its own back-to-back "
                      f"QPSK frames ({stock['frames_decoded']} of {stock['frames']} decoded): this receiver runs at "
-                     f"{result['receive_rate_vs_stock']:.2f}x its rate.")
+                     f"{result['receive_rate_vs_stock']:.2f}x its rate"
+                     + (f" (one frame at a time: {result['demux_rate_vs_stock']:.2f}x)." if "demux_rate_vs_stock"
+                        in result else "."))
     return lines + [""]
 
 
