@@ -234,6 +234,7 @@ class frame_receiver(gr.basic_block):
         self.header_samples = (2 + HEADER_OFDM_SYMBOLS) * numerology.symbol_len
         self.next_free = 0          # first sample after the last frame found
         self.found = {}             # mark -> decoded frame whose payload had not all arrived
+        self.needed = 0             # the sample the next call waits for (a header's or payload's last, + 1)
         n = numerology
         self.cut = (np.arange(2 + HEADER_OFDM_SYMBOLS)[:, None] * n.symbol_len + n.cp_len
                     + np.arange(n.fft_len)[None, :])
@@ -315,6 +316,11 @@ class frame_receiver(gr.basic_block):
             self.message_port_pub(pmt.intern("out"), make_pdu(meta, (symbols[:count] / gain).astype(np.complex64)))
             self.message_port_pub(pmt.intern("snr"), make_pdu({}, np.array([frame["snr_est_db"]], np.float32)))
 
+    def forecast(self, noutput_items, ninputs):
+        # Not called again until the header or payload waited for has arrived: samples come in
+        # pieces of a few hundred, and a frame takes thousands.
+        return [max(self.needed - self.nitems_read(0), 1)] * ninputs
+
     def general_work(self, input_items, output_items):
         x = input_items[0]
         size, base = len(x), self.nitems_read(0)
@@ -339,14 +345,16 @@ class frame_receiver(gr.basic_block):
             end = mark + self.numerology.frame_samples(result["header"].payload_symbols)
             if end > base + size:
                 self.found[mark] = result          # its payload comes with the next call
-                stop = mark
+                stop, self.needed = mark, end
                 break
             self.frames_ok += 1
             frames.append((mark - base, result))
             self.next_free = end
         waiting = [m for m in marks if m >= self.next_free and m - base + self.header_samples > size]
-        if waiting:
-            stop = min(stop, waiting[0])
+        if waiting and waiting[0] < stop:
+            stop, self.needed = waiting[0], waiting[0] + self.header_samples
+        elif stop == base + size:
+            self.needed = 0
         if frames:
             self._payloads(x, frames)
         self.consume(0, max(stop - base, 0))
