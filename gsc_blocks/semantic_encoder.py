@@ -1,4 +1,6 @@
 """Semantic encoder: image PDUs -> fragment PDUs of complex JSCC symbols (ONNX Runtime)."""
+import queue
+import sys
 import threading
 import time
 from collections import deque
@@ -22,6 +24,7 @@ def fragment(symbols: np.ndarray, max_symbols: int):
 
 
 TIMINGS_KEPT = 10000      # per-image timings kept for the stats: a long run must not grow
+MAX_BATCH = 16            # images encoded in one model run at most
 
 class semantic_encoder(gr.basic_block):
     """Runs the codec's ONNX encoder on each image and fragments the symbols.
@@ -39,6 +42,10 @@ class semantic_encoder(gr.basic_block):
         digital_cbr: channel uses per pixel value of the digital codecs (the receiver's must match).
         class_quality, class_masks: cspic's class details' WebP quality (-1: none) and whether it
             also sends the classes' full-resolution masks.
+    Images are encoded in the block's own thread: the message handler queues each image with
+    the settings it is to go out with, and the thread encodes what has queued up, images of one
+    size and settings in one model run (up to MAX_BATCH; a codec whose encoder takes one image at
+    a time encodes them one by one), and sends their fragments in arrival order.
     Message ports: in (image PDUs; an end-of-stream PDU from the image source becomes
     the end-of-stream control frame), control (dict with any of codec, rate_index,
     power_level, refine_steps, snr_db; applies from the next image), out
@@ -104,15 +111,61 @@ class semantic_encoder(gr.basic_block):
             {"event": "encode_failed", "image_id": image_id, "reason": reason,
              "session": int(meta.get("session", 0)), "user": int(meta.get("user", 0))}))
 
+    def start(self):
+        self.pending = queue.Queue()
+        self.thread = threading.Thread(target=self._work, args=(self.pending,), name="gsc-encoder", daemon=True)
+        self.thread.start()
+        return True
+
+    def stop(self):
+        if getattr(self, "thread", None) is not None:
+            self.pending.put(None)
+            self.thread.join(timeout=10)
+            self.thread = None
+        return True
+
     def handle_image(self, msg):
         meta, pixels = split_pdu(msg)
-        if meta.get("end_of_stream"):
-            self._end_of_stream(meta)
-            return
-        try:
-            self._encode(meta, pixels)
-        finally:
-            self.images_handled += 1
+        with self.lock:
+            item = (meta, pixels, self.codec, dict(self.settings))   # the settings it goes out with
+        if getattr(self, "thread", None) is None:      # not running in a flowgraph: encode it here
+            self._handle([item])
+        else:
+            self.pending.put(item)
+
+    def _work(self, pending):
+        while True:
+            items = [pending.get()]
+            while items[-1] is not None and len(items) < MAX_BATCH:
+                try:
+                    items.append(pending.get_nowait())
+                except queue.Empty:
+                    break
+            done = items[-1] is None
+            try:
+                self._handle([item for item in items if item is not None])
+            except Exception as err:      # the thread must outlive one bad batch
+                gr.log.error(f"gsc semantic_encoder: {err}")
+            if done:
+                return
+
+    def _handle(self, items):
+        """Encode queued images, in order: runs of images of one size, codec and settings together."""
+        run = []
+        for meta, pixels, codec, settings in items + [(None, None, None, None)]:
+            image = None
+            if meta is not None and not meta.get("end_of_stream"):
+                image = self._image(meta, pixels, codec)
+                if image is None:
+                    continue
+            key = None if image is None else (id(codec), image.shape, settings["snr_db"], settings["rate_index"])
+            if run and (key is None or key != run[0][0]):
+                self._encode_run(run)
+                run = []
+            if image is not None:
+                run.append((key, meta, image, codec, settings))
+            elif meta is not None:
+                self._end_of_stream(meta)
 
     def _end_of_stream(self, meta):
         """The end-of-stream control frame, END_OF_STREAM_COPIES times (a receiver needs one)."""
@@ -123,11 +176,9 @@ class semantic_encoder(gr.basic_block):
             self.message_port_pub(pmt.intern("out"), make_pdu(header, control_payload()))
         self.end_of_stream_sent = True
 
-    def _encode(self, meta, pixels):
-        image_id = int(meta.get("image_id", -1))
+    def _image(self, meta, pixels, codec):
+        """The image of an image PDU, or None (an event says why, and it counts as handled)."""
         h, w = int(meta["height"]), int(meta["width"])
-        with self.lock:
-            codec, settings = self.codec, dict(self.settings)
         try:
             image = np.asarray(pixels, dtype=np.uint8).reshape(h, w, 3)
             codec.check_size(h, w)
@@ -135,14 +186,36 @@ class semantic_encoder(gr.basic_block):
                 raise ValueError(f"image is {w}x{h}: the frame header carries at most 4092x4092")
         except ValueError as err:
             self._event(meta, str(err))
-            return
+            self.images_handled += 1
+            return None
+        return image
+
+    def _encode_run(self, run):
+        _, _, _, codec, settings = run[0]
         start = time.perf_counter()
         try:
-            symbols = codec.encode(image, settings["snr_db"], settings["rate_index"])
-        except (ValueError, CodecError) as err:
-            self._event(meta, str(err))
+            if len(run) > 1 and codec.batch_encodes:
+                encoded = codec.encode_batch(np.stack([image for _, _, image, _, _ in run]), settings["snr_db"],
+                                             settings["rate_index"])
+            else:
+                encoded = [codec.encode(image, settings["snr_db"], settings["rate_index"]) for _, _, image, _, _ in run]
+        except (ValueError, CodecError):
+            if len(run) > 1:      # find the image at fault: each alone
+                for item in run:
+                    self._encode_run([item])
+                return
+            self._event(run[0][1], str(sys.exc_info()[1]))
+            self.images_handled += 1
             return
-        self.encode_ms.append((time.perf_counter() - start) * 1e3)
+        per_image = (time.perf_counter() - start) * 1e3 / len(run)
+        for (_, meta, image, codec, settings), symbols in zip(run, encoded):
+            self.encode_ms.append(per_image)
+            self._send(meta, image.shape[:2], codec, settings, symbols)
+            self.images_handled += 1
+
+    def _send(self, meta, size, codec, settings, symbols):
+        image_id = int(meta.get("image_id", -1))
+        h, w = size
         parts = fragment(symbols, self.max_fragment_symbols)
         if len(parts) > 4096:
             self._event(meta, f"{len(parts)} fragments exceed the header's 4096; raise max_fragment_symbols")

@@ -103,6 +103,12 @@ class Codec:
     def encode(self, image: np.ndarray, snr_db: float, rate_index: int = 0) -> np.ndarray:
         raise NotImplementedError
 
+    batch_encodes = False     # encode_batch runs several images at once (not one encode each)
+
+    def encode_batch(self, images: np.ndarray, snr_db: float, rate_index: int = 0) -> list:
+        """Images of one size (B x H x W x 3) -> one symbol array each."""
+        return [self.encode(image, snr_db, rate_index) for image in images]
+
     def decode(self, symbols: np.ndarray, height: int, width: int, snr_db: float,
                rate_index: int = 0) -> np.ndarray:
         raise NotImplementedError

@@ -78,18 +78,25 @@ class JSCCCodec(Codec):
         shape = self.latent_shape(height, width)
         return self.groups_sent(rate_index) * shape.h * shape.w
 
+    batch_encodes = True
+
     def encode(self, image: np.ndarray, snr_db: float, rate_index: int = 0) -> np.ndarray:
         """uint8 HxWx3 -> complex64 symbols with unit average power, the rate index's groups only."""
-        h, w = image.shape[:2]
+        return self.encode_batch(np.asarray(image)[None], snr_db, rate_index)[0]
+
+    def encode_batch(self, images: np.ndarray, snr_db: float, rate_index: int = 0) -> list:
+        """Images of one size (uint8 B x H x W x 3) in one encoder run -> one symbol array each."""
+        h, w = images.shape[1:3]
         self.check_size(h, w)
         groups = self.groups_sent(rate_index)
-        x = np.ascontiguousarray(image.transpose(2, 0, 1)[None], dtype=np.float32) / 255.0
-        out = self.encoder.run(None, {"image": x, "snr_db": np.array([[snr_db]], np.float32)})[0][0]
-        half = out.shape[0] // 2
-        z = (out[:half] + 1j * out[half:])[:groups].reshape(-1)
+        x = np.ascontiguousarray(images.transpose(0, 3, 1, 2), dtype=np.float32) / 255.0
+        snr = np.full((len(images), 1), snr_db, np.float32)
+        out = self.encoder.run(None, {"image": x, "snr_db": snr})[0]
+        half = out.shape[1] // 2
+        z = (out[:, :half] + 1j * out[:, half:])[:, :groups].reshape(len(images), -1)
         if groups < half:   # spend the power on what is sent, as in training (gsc_models.layers.keep_groups)
-            z = z / np.sqrt(np.mean(np.abs(z) ** 2) + 1e-12)
-        return z.astype(np.complex64)
+            z = z / np.sqrt(np.mean(np.abs(z) ** 2, axis=1, keepdims=True) + 1e-12)
+        return list(z.astype(np.complex64))
 
     def decode(self, symbols: np.ndarray, height: int, width: int, snr_db: float, rate_index: int = 0) -> np.ndarray:
         """complex symbols (channel, row, col order) -> uint8 HxWx3; groups not sent are zeros."""
