@@ -1,5 +1,6 @@
 """Image sink: decoded image PDUs -> PNG files, metrics and a JSONL log."""
 import json
+import queue
 import threading
 from collections import deque
 from pathlib import Path
@@ -55,6 +56,9 @@ class image_sink(gr.basic_block):
     (header fields, SNR estimates, fragments lost, decode time and, where the
     TX manifest names the original, PSNR and MS-SSIM against it).
 
+    The metrics and the file writing run in the sink's own thread, off the receive path: the
+    message handler only queues each image; stop() writes what is still queued before it returns.
+
     The 'report' port publishes one dict per image (slot, SNR estimates, decode
     time, PSNR and MS-SSIM when known, and with classify whether the classifier
     labels the image right) for the transmitter's controller.
@@ -79,11 +83,41 @@ class image_sink(gr.basic_block):
         self.classify = bool(classify)
         self.classifier = None
         self.lock = threading.Lock()
+        self.pending = queue.Queue()
+        self.thread = None
         self.message_port_register_in(pmt.intern("in"))
         self.message_port_register_out(pmt.intern("report"))
         self.set_msg_handler(pmt.intern("in"), self.handle)
 
+    def start(self):
+        self.thread = threading.Thread(target=self._work, name="gsc-image-sink", daemon=True)
+        self.thread.start()
+        return True
+
+    def stop(self):
+        if self.thread is not None:
+            self.pending.put(None)          # after every image queued so far
+            self.thread.join(timeout=60)
+            self.thread = None
+        return True
+
     def handle(self, msg):
+        if self.thread is None:             # not running in a flowgraph: write it here
+            self._write(msg)
+        else:
+            self.pending.put(msg)
+
+    def _work(self):
+        while True:
+            msg = self.pending.get()
+            if msg is None:
+                return
+            try:
+                self._write(msg)
+            except Exception as err:        # one bad image must not stop the writer
+                gr.log.error(f"gsc image_sink: an image could not be written: {err}")
+
+    def _write(self, msg):
         meta, pixels = split_pdu(msg)
         h, w = int(meta["height"]), int(meta["width"])
         image = np.asarray(pixels, np.uint8).reshape(h, w, 3)

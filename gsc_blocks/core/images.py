@@ -35,4 +35,5 @@ def list_images(source: str | Path) -> list[Path]:
 
 
 def save_png(path: str | Path, image: np.ndarray):
-    Image.fromarray(image).save(path)
+    # zlib level 1: lossless as any level, a quarter of the default's time (on a 32x32 image)
+    Image.fromarray(image).save(path, compress_level=1)
