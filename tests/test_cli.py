@@ -55,7 +55,7 @@ def test_help_lists_the_options(command, options):
 def test_test_passes_pytest_options_through():
     result = gsc("test", "tests/test_frame.py", "-k", "header_round_trip or crc_rejects")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "2 passed" in result.stdout and "3 deselected" in result.stdout
+    assert "2 passed" in result.stdout and "4 deselected" in result.stdout
 
 
 def test_bad_option_is_one_line(tmp_path):
