@@ -78,6 +78,7 @@ class image_sink(gr.basic_block):
         self.manifest = manifest
         self.log_path = self.out_dir / "received.jsonl"
         self.count = 0                       # images written
+        self.write_failures = 0              # images that could not be written (logged)
         self.received = deque(maxlen=256)    # the latest records (received.jsonl has them all)
         self.references = ManifestReader(manifest) if manifest else None
         self.classify = bool(classify)
@@ -115,6 +116,7 @@ class image_sink(gr.basic_block):
             try:
                 self._write(msg)
             except Exception as err:        # one bad image must not stop the writer
+                self.write_failures += 1
                 gr.log.error(f"gsc image_sink: an image could not be written: {err}")
 
     def _write(self, msg):

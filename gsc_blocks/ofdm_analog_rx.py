@@ -18,6 +18,7 @@ DETECT_BLOCKS = 4   # FFT-filter blocks per corr_est_cc decision
 # turns the 160-sample preamble's phase by 2*pi*d*2.5 over its length: at d = 0.1
 # (half the spacing) the correlation peak is 0.9 dB down, at d = 0.3 it is 10 dB down.
 CFO_SEARCH_STEP = 0.2
+HOLD_MAX_S = 0.5      # longest a frame_receiver call waits on its hold()
 
 
 def _td_pdu_chain(hier, source, fft_len, max_symbols, fixed_symbols=None):
@@ -235,6 +236,10 @@ class frame_receiver(gr.basic_block):
         self.next_free = 0          # first sample after the last frame found
         self.found = {}             # mark -> decoded frame whose payload had not all arrived
         self.needed = 0             # the sample the next call waits for (a header's or payload's last, + 1)
+        # hold: a callable, True while what comes after (decoder, sink) is too far behind; the block
+        # then takes no samples (for up to HOLD_MAX_S per call), so its input fills and the radio
+        # source pushes back (ZMQ) or reports overflows (a USRP) instead of memory piling up.
+        self.hold = None
         n = numerology
         self.cut = (np.arange(2 + HEADER_OFDM_SYMBOLS)[:, None] * n.symbol_len + n.cp_len
                     + np.arange(n.fft_len)[None, :])
@@ -322,6 +327,10 @@ class frame_receiver(gr.basic_block):
         return [max(self.needed - self.nitems_read(0), 1)] * ninputs
 
     def general_work(self, input_items, output_items):
+        if self.hold is not None:
+            deadline = time.monotonic() + HOLD_MAX_S
+            while self.hold() and time.monotonic() < deadline:
+                time.sleep(0.002)
         x = input_items[0]
         size, base = len(x), self.nitems_read(0)
         marks = sorted({t.offset for t in self.get_tags_in_window(0, 0, size, self.key)})

@@ -80,6 +80,8 @@ class semantic_decoder(background_worker, gr.basic_block):
         self.busy = 0                            # fragments being handled (a receiver waits for them)
         self.decode_ms = deque(maxlen=TIMINGS_KEPT)   # the latest, for the stats
         self.images_out = 0
+        self.images_submitted = 0                # to the decode service
+        self.images_failed = 0                   # came back from it undecoded
         self.logged = set()                      # problems already logged (a broken refiner: once)
         for port in ("in", "flush", "control"):
             self.message_port_register_in(pmt.intern(port))
@@ -177,6 +179,7 @@ class semantic_decoder(background_worker, gr.basic_block):
         for image in images:
             meta = image.meta
             steps = self.refine_steps if self.refine_steps >= 0 else int(meta.get("refine_steps", 0))
+            self.images_submitted += 1
             self.service.submit(Job(meta, image.symbols, image.snr_eff_db, steps), self._publish)
 
     def _publish(self, result):
@@ -187,6 +190,7 @@ class semantic_decoder(background_worker, gr.basic_block):
                 self.logged.add(line)
                 gr.log.error(f"gsc semantic_decoder: {line}")
         if result.error is not None:
+            self.images_failed += 1
             gr.log.error(f"gsc semantic_decoder: image {meta.get('image_id')}: {result.error}")
             self.message_port_pub(pmt.intern("events"), pmt.to_pmt(
                 {"event": "decode_failed", "image_id": int(meta.get("image_id", -1)), "reason": result.error,

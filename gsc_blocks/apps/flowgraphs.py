@@ -12,7 +12,7 @@ from ..core.config import RadioError
 from ..image_sink import image_sink
 from ..image_source import image_source
 from ..lyapunov_controller import lyapunov_controller
-from ..ofdm_analog_rx import ofdm_analog_rx
+from ..ofdm_analog_rx import frame_receiver, ofdm_analog_rx
 from ..ofdm_analog_tx import ofdm_analog_tx
 from ..semantic_decoder import semantic_decoder
 from ..semantic_encoder import semantic_encoder
@@ -139,6 +139,7 @@ class rx_time_counter(gr.sync_block):
 
 MAX_IMAGES_AHEAD = 32              # images handed to the encoder and not yet encoded
 MAX_SAMPLES_AHEAD = 1 << 20        # samples framed and not yet taken by the radio (8 MiB)
+MAX_IMAGES_BEHIND = 64             # images received and not yet decoded and written
 
 
 class event_log(gr.basic_block):
@@ -337,6 +338,13 @@ class rx_top(gr.top_block):
             self.msg_connect(receiver, "events", self.events, "store")
         self.msg_connect(self.decoder, "out", self.sink, "in")
         self.msg_connect(self.decoder, "events", self.events, "store")
+        # Backpressure: the receivers take no samples while more than MAX_IMAGES_BEHIND images wait
+        # to be decoded or written, so a receiver that cannot keep up holds a bounded backlog.
+        backlog = lambda: (self.decoder.images_submitted - self.decoder.images_failed - self.sink.count
+                           - self.sink.write_failures > MAX_IMAGES_BEHIND)
+        for receiver in self.receivers:
+            if isinstance(receiver.header_decoder, frame_receiver):
+                receiver.header_decoder.hold = backlog
         if config["controller"]["enabled"]:
             self.reports = zeromq.pub_msg_sink(config["controller"]["report_address"], ZMQ_TIMEOUT_MS, True)
             self.msg_connect(self.sink, "report", self.reports, "in")
