@@ -134,6 +134,10 @@ def verified_session(card: dict, role: str, providers=None):
     options.inter_op_num_threads = 1
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    # Batches come in every size from 1 up: a memory plan kept per input shape made a receiver's
+    # memory grow in steps over a 10,000-image run (+6 %); without them it levels off (+2.5 %), and
+    # the arena still reuses the tensors' memory.
+    options.enable_mem_pattern = False
     return ort.InferenceSession(str(path), sess_options=options, providers=providers or default_providers())
 
 
