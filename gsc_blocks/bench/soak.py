@@ -3,7 +3,7 @@
 Every second it samples each process's resident memory (VmRSS) and open file descriptors
 from /proc, and the images decoded so far (lines of received.jsonl). At the end every image
 is accounted for (core/report.reconcile), and each process's memory growth is given from
-the sample at the 1,000th decoded image (start-up and warm-up done) to the last.
+the sample at the 1,000th decoded image (start-up and warm-up done) to about the last.
 """
 import os
 import time
@@ -45,12 +45,19 @@ class LineCounter:
 
 def rss_growth(samples, side: str, start_images: int = GROWTH_FROM) -> float | None:
     """RSS growth as a fraction, from the first sample with at least start_images decoded to the
-    last sample of the process alive; None when the run never got that far."""
+    last sample before the last image was counted (at the end the receiver stops and reconciles the
+    whole run's records, which is not the run's memory; the images counted lag the decoder by the
+    writes, so the sample that sees the last image may already be in that); None when the run never
+    got that far."""
     alive = [s for s in samples if s["rss_mb"][side] is not None]      # None: gone
     start = next((s for s in alive if s["images"] >= start_images), None)
-    if start is None or alive[-1] is start:
+    if start is None:
         return None
-    return alive[-1]["rss_mb"][side] / start["rss_mb"][side] - 1.0
+    before = [s for s in alive if s["images"] < alive[-1]["images"]]
+    end = before[-1] if before else alive[-1]
+    if end["images"] <= start["images"]:
+        return None
+    return end["rss_mb"][side] / start["rss_mb"][side] - 1.0
 
 
 def bench_soak(n_images=10000, snr_db=10.0, data_dir=None, config="radio_config/zmq_loopback.yaml",

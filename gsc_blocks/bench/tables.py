@@ -196,7 +196,7 @@ def soak_section(name: str, result: dict) -> list[str]:
              f"{_number(result.get('images_per_s'), 1)} images/s decoded over the run.", ""]
     lines += _provenance_lines(result) + [""]
     lines += ["| images | decoded | lost | unaccounted | RSS growth from image "
-              f"{result['growth_from_images']} (tx / rx) | peak RSS MB (tx / rx) | most open fds (tx / rx) |",
+              f"{result['growth_from_images']} to about the last (tx / rx) | peak RSS MB (tx / rx) | most open fds (tx / rx) |",
               "| --- | --- | --- | --- | --- | --- | --- |",
               f"| {result['n_images']} | {result['decoded']} | {result['lost']} | {result['unaccounted']} | "
               f"{pct['tx']} / {pct['rx']} | {_number(peak['tx'], 0)} / {_number(peak['rx'], 0)} | "
