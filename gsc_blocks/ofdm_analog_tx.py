@@ -10,6 +10,7 @@ from .pdu_util import make_pdu, split_pdu
 
 LENGTH_TAG = "packet_len"
 IDLE_CHUNK = 1024        # zeros a continuous transmitter sends at a time while it has no frame
+FRAME_QUEUE_SYMBOLS = 1 << 19   # frame symbols (4 MiB) the PDU-to-stream buffer holds; see ofdm_analog_tx
 
 
 class frame_builder(gr.basic_block):
@@ -185,9 +186,14 @@ class ofdm_analog_tx(gr.hier_block2):
         self.scale = blocks.multiply_const_cc(amplitude / np.sqrt(n_active))
 
         self.message_port_register_hier_in("flush")
-        # Tagged-stream blocks need a whole frame in one buffer.
+        # Tagged-stream blocks need a whole frame in one buffer. The PDU-to-stream block is a
+        # source: when its next frame does not fit its output buffer it produces nothing and
+        # sleeps until the next message arrives (or a scheduler timeout), not until the buffer
+        # drains. With no more messages coming (the end of a batch) its queued frames then went
+        # out at 40-50 frames/s, against 300+ while frames kept arriving. Its buffer therefore
+        # holds FRAME_QUEUE_SYMBOLS, as many as a transmitter queues.
         n_sym = 2 + HEADER_OFDM_SYMBOLS + numerology.payload_ofdm_symbols(max_fragment_symbols) + guard_symbols
-        to_stream.set_min_output_buffer(2 * n_sym * numerology.n_data)
+        to_stream.set_min_output_buffer(max(2 * n_sym * numerology.n_data, FRAME_QUEUE_SYMBOLS))
         for block in (allocator, ifft):
             block.set_min_output_buffer(2 * n_sym)
         for block in (prefixer, self.scale, self.flusher):

@@ -138,7 +138,8 @@ class rx_time_counter(gr.sync_block):
 
 
 MAX_IMAGES_AHEAD = 32              # images handed to the encoder and not yet encoded
-MAX_SAMPLES_AHEAD = 1 << 20        # samples framed and not yet taken by the radio (8 MiB)
+MAX_SAMPLES_AHEAD = 1 << 19        # samples framed and not yet taken by the radio (4 MiB; their frame
+                                   # symbols, 3/5 as many, fit ofdm_analog_tx's FRAME_QUEUE_SYMBOLS)
 MAX_IMAGES_BEHIND = 64             # images received and not yet decoded and written
 
 
