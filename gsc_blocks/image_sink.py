@@ -10,8 +10,10 @@ import pmt
 from gnuradio import gr
 
 from .core.images import ImageError, load_image, save_png
-from .core.metrics import ms_ssim, psnr_db
+from .core.metrics import ms_ssim_batch, psnr_db_batch
 from .pdu_util import split_pdu
+
+MAX_BATCH = 32          # images the sink's thread writes and measures per pass at most
 
 
 class ManifestReader:
@@ -49,6 +51,11 @@ class ManifestReader:
         record = self.get(key)
         self.records.pop(key, None)
         return record
+
+
+REPORT_FIELDS = ("image_id", "session", "user", "slot", "snr_est_db", "snr_eff_db", "decode_ms", "service_wait_ms",
+                 "service_queue", "service_ms", "service_batch", "power_level", "rate_index", "refine_steps",
+                 "psnr_db", "ms_ssim", "correct")
 
 
 class image_sink(gr.basic_block):
@@ -104,22 +111,59 @@ class image_sink(gr.basic_block):
 
     def handle(self, msg):
         if self.thread is None:             # not running in a flowgraph: write it here
-            self._write(msg)
+            self._write_batch([msg])
         else:
             self.pending.put(msg)
 
     def _work(self):
         while True:
-            msg = self.pending.get()
-            if msg is None:
+            batch = [self.pending.get()]
+            while batch[-1] is not None and len(batch) < MAX_BATCH:
+                try:
+                    batch.append(self.pending.get_nowait())
+                except queue.Empty:
+                    break
+            self._write_batch([msg for msg in batch if msg is not None])
+            if batch[-1] is None:
                 return
+
+    def _write_batch(self, msgs):
+        """Write the images that waited, measure them against their originals in one pass per
+        image size (the metric's arithmetic then runs on whole stacks, outside the GIL), log
+        and report them; an image that cannot be written is logged and counted, the rest go on."""
+        written = []
+        for msg in msgs:
             try:
-                self._write(msg)
+                written.append(self._write_one(msg))
             except Exception as err:        # one bad image must not stop the writer
                 self.write_failures += 1
                 gr.log.error(f"gsc image_sink: an image could not be written: {err}")
+        measured = [(image, original, record) for image, original, record, _ in written if original is not None]
+        for shape in {image.shape for image, _, _ in measured}:
+            group = [(image, original, record) for image, original, record in measured if image.shape == shape]
+            images = np.stack([image for image, _, _ in group])
+            originals = np.stack([original for _, original, _ in group])
+            for (_, _, record), psnr, ssim in zip(group, psnr_db_batch(originals, images),
+                                                  ms_ssim_batch(originals, images)):
+                record["psnr_db"], record["ms_ssim"] = float(psnr), float(ssim)
+        if self.classify:
+            for image, _, record, original_path in written:
+                if original_path is not None:
+                    self._judge(image, original_path, record)
+        records = [record for _, _, record, _ in written]
+        if records:
+            with self.lock:
+                self.received.extend(records)
+                self.count += len(records)
+                with self.log_path.open("a") as fh:
+                    fh.write("".join(json.dumps(record) + "\n" for record in records))
+        for record in records:
+            report = {k: record[k] for k in REPORT_FIELDS if k in record}
+            self.message_port_pub(pmt.intern("report"), pmt.to_pmt(report))
 
-    def _write(self, msg):
+    def _write_one(self, msg):
+        """PNG file and record of one image -> (image, its original or None, record, the original's
+        path or None)."""
         meta, pixels = split_pdu(msg)
         h, w = int(meta["height"]), int(meta["width"])
         image = np.asarray(pixels, np.uint8).reshape(h, w, 3)
@@ -133,26 +177,16 @@ class image_sink(gr.basic_block):
         name = reference["name"] if reference else f"{image_id}"
         record["file"] = f"rx_{key[0]:04d}_{image_id:05d}_{name}.png"
         save_png(self.out_dir / record["file"], image)
+        original, original_path = None, None
         if reference and reference.get("status") == "sent":
+            original_path = reference["path"]
             try:
                 original = load_image(reference["path"])
-                if original.shape == image.shape:
-                    record["psnr_db"] = psnr_db(original, image)
-                    record["ms_ssim"] = ms_ssim(original, image)
             except ImageError as err:
                 record["metric_error"] = str(err)
-            if self.classify:
-                self._judge(image, reference["path"], record)
-        with self.lock:
-            self.received.append(record)
-            self.count += 1
-            with self.log_path.open("a") as fh:
-                fh.write(json.dumps(record) + "\n")
-        report = {k: record[k] for k in ("image_id", "session", "user", "slot", "snr_est_db", "snr_eff_db", "decode_ms",
-                                         "service_wait_ms", "service_queue", "service_ms", "service_batch",
-                                         "power_level", "rate_index", "refine_steps", "psnr_db", "ms_ssim",
-                                         "correct") if k in record}
-        self.message_port_pub(pmt.intern("report"), pmt.to_pmt(report))
+            if original is not None and original.shape != image.shape:
+                original = None
+        return image, original, record, original_path
 
     def _judge(self, image, original_path, record):
         """record['correct']: does the classifier label the received image as the original's class

@@ -140,3 +140,49 @@ def test_pdu_split_gives_what_pmt_to_python_gives():
         assert got == pmt.to_python(pmt.car(msg)) and type(got["d"]) is bool
         assert symbols.dtype == payload.dtype and np.array_equal(symbols, payload)
     assert split_pdu(pmt.cons(pmt.PMT_NIL, pmt.init_u8vector(2, [1, 2])))[0] == {}
+
+
+def test_image_sink_writes_a_batch_with_the_metrics_of_each_image_and_counts_a_bad_one(tmp_path):
+    """The sink's thread takes the images that waited as one batch: every image is written and
+    measured as it would be alone (sizes mixed), in arrival order; an image that cannot be
+    written is logged and counted and the others go on."""
+    import json
+
+    from gsc_blocks.core.images import save_png
+    from gsc_blocks.core.metrics import ms_ssim, psnr_db
+    from gsc_blocks.image_sink import image_sink
+    from gsc_blocks.pdu_util import make_pdu
+    rng = np.random.default_rng(3)
+    manifest, msgs, expected = tmp_path / "tx_manifest.jsonl", [], []
+    with manifest.open("w") as fh:
+        for image_id, (h, w) in enumerate([(32, 32), (48, 64), (32, 32), (32, 32), (48, 64)]):
+            original = rng.integers(0, 256, (h, w, 3)).astype(np.uint8)
+            save_png(tmp_path / f"o{image_id}.png", original)
+            fh.write(json.dumps({"image_id": image_id, "session": 7, "name": f"o{image_id}", "status": "sent",
+                                 "path": str(tmp_path / f"o{image_id}.png"), "height": h, "width": w}) + "\n")
+            received = np.clip(original + rng.normal(0, 5 + 5 * image_id, original.shape), 0, 255).astype(np.uint8)
+            pixels = received.reshape(-1)[:-3] if image_id == 3 else received.reshape(-1)   # 3: wrong size
+            msgs.append(make_pdu({"image_id": image_id, "session": 7, "height": h, "width": w}, pixels))
+            if image_id != 3:
+                expected.append((image_id, psnr_db(original, received), ms_ssim(original, received)))
+    out = tmp_path / "rx"
+    sink = image_sink(str(out), str(manifest))
+    reports = blocks.message_debug()
+    tb = gr.top_block()
+    tb.msg_connect(sink, "report", reports, "store")
+    tb.start()
+    sink.stop()                         # the writer thread ends: the batch below is written inline
+    sink._write_batch(msgs)
+    deadline = time.time() + 10
+    while reports.num_messages() < 4 and time.time() < deadline:
+        time.sleep(0.02)                # the reports reach message_debug in its own thread
+    tb.stop()
+    tb.wait()
+    records = [json.loads(line) for line in (out / "received.jsonl").read_text().splitlines()]
+    assert sink.count == 4 and sink.write_failures == 1
+    assert [r["image_id"] for r in records] == [e[0] for e in expected]
+    for record, (image_id, psnr, ssim) in zip(records, expected):
+        assert record["psnr_db"] == psnr and record["ms_ssim"] == ssim
+        assert (out / record["file"]).is_file()
+    got = [pmt.to_python(reports.get_message(i)) for i in range(reports.num_messages())]
+    assert [(r["image_id"], r["psnr_db"]) for r in got] == [(e[0], e[1]) for e in expected]
