@@ -129,8 +129,9 @@ class image_sink(gr.basic_block):
 
     def _write_batch(self, msgs):
         """Write the images that waited, measure them against their originals in one pass per
-        image size (the metric's arithmetic then runs on whole stacks, outside the GIL), log
-        and report them; an image that cannot be written is logged and counted, the rest go on."""
+        image size (numpy's loops then run on whole stacks, without the GIL, instead of many
+        small arrays), log and report them; an image that cannot be written is logged and
+        counted, the rest go on."""
         written = []
         for msg in msgs:
             try:
