@@ -12,6 +12,7 @@ from gnuradio import gr
 from .core.images import ImageError, load_image, save_png
 from .core.metrics import ms_ssim_batch, psnr_db_batch
 from .pdu_util import split_pdu
+from .worker import take_batch
 
 MAX_BATCH = 32          # images the sink's thread writes and measures per pass at most
 
@@ -117,12 +118,7 @@ class image_sink(gr.basic_block):
 
     def _work(self):
         while True:
-            batch = [self.pending.get()]
-            while batch[-1] is not None and len(batch) < MAX_BATCH:
-                try:
-                    batch.append(self.pending.get_nowait())
-                except queue.Empty:
-                    break
+            batch = take_batch(self.pending, MAX_BATCH)
             self._write_batch([msg for msg in batch if msg is not None])
             if batch[-1] is None:
                 return

@@ -13,6 +13,7 @@ from .core.models import CodecError
 from .core.registry import make_codec
 from .core.frame import control_payload, end_of_stream_meta
 from .pdu_util import make_pdu, split_pdu
+from .worker import take_batch
 
 END_OF_STREAM_COPIES = 3
 
@@ -135,12 +136,7 @@ class semantic_encoder(gr.basic_block):
 
     def _work(self, pending):
         while True:
-            items = [pending.get()]
-            while items[-1] is not None and len(items) < MAX_BATCH:
-                try:
-                    items.append(pending.get_nowait())
-                except queue.Empty:
-                    break
+            items = take_batch(pending, MAX_BATCH)
             done = items[-1] is None
             try:
                 self._handle([item for item in items if item is not None])

@@ -1,5 +1,18 @@
 """A message block's one background thread, run between the flowgraph's start() and stop()."""
+import queue
 import threading
+
+
+def take_batch(pending: queue.Queue, limit: int) -> list:
+    """The next item of `pending` (waiting for it) and those queued behind it, up to `limit` in
+    all; a None (the stop mark) ends the batch and is kept as its last item."""
+    items = [pending.get()]
+    while items[-1] is not None and len(items) < limit:
+        try:
+            items.append(pending.get_nowait())
+        except queue.Empty:
+            break
+    return items
 
 
 class background_worker:
