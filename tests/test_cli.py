@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from gsc_blocks.apps.run import free_port
+from gsc_blocks.apps.run import child_env, free_port
 
 REPO = Path(__file__).resolve().parents[1]
 GSC = [str(REPO / "scripts" / "gsc")]
@@ -119,6 +119,18 @@ def test_tx_and_rx_as_two_processes_deliver_every_image(tmp_path):
         assert sorted((r["session"], r["image_id"]) for r in received) == sorted(
             (r["session"], r["image_id"]) for r in sent)
     assert len({r["session"] for r in sent}) == 2 and len(list((tmp_path / "rx" / "runs").glob("rx-*.json"))) == 2
+
+
+def test_the_two_link_processes_split_the_cores_for_onnx_runtime_unless_told(monkeypatch):
+    monkeypatch.delenv("GSC_ORT_THREADS", raising=False)
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    assert child_env()["GSC_ORT_THREADS"] == "1"
+    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    assert child_env()["GSC_ORT_THREADS"] == "8"
+    monkeypatch.setattr("os.cpu_count", lambda: 1)
+    assert child_env()["GSC_ORT_THREADS"] == "1"
+    monkeypatch.setenv("GSC_ORT_THREADS", "3")
+    assert child_env()["GSC_ORT_THREADS"] == "3" and child_env()["MALLOC_ARENA_MAX"] == "2"
 
 
 def test_tx_without_a_receiver_stops_with_the_frame_samples_it_could_not_send(tmp_path):

@@ -362,6 +362,16 @@ def _free_port_overrides(config, overrides) -> list[str]:
     return extra
 
 
+def child_env() -> dict:
+    """The environment of run_link's two processes. Two malloc arenas (scripts/gsc sets the same:
+    see there). Each process's ONNX Runtime sessions get half this host's cores, since TX and RX
+    share them: on 2 cores one thread each took the loopback from 278 to 311 images/s, the second
+    thread's hand-offs costing more CPU than it saved (docs/performance.md). GSC_ORT_THREADS, set,
+    wins."""
+    return dict(os.environ, PYTHONUNBUFFERED="1", MALLOC_ARENA_MAX=os.environ.get("MALLOC_ARENA_MAX", "2"),
+                GSC_ORT_THREADS=os.environ.get("GSC_ORT_THREADS", str(max(1, (os.cpu_count() or 2) // 2))))
+
+
 def run_link(config_path, images, out_dir, overrides=(), timeout_s=600, quiet=True, monitor=None,
              monitor_s=1.0, rx_ready_first=False) -> Path:
     """RX and TX as two processes over ZMQ; returns the output folder when both ended.
@@ -406,8 +416,7 @@ def run_link(config_path, images, out_dir, overrides=(), timeout_s=600, quiet=Tr
         images = listing
     common = ["--config", str(config_path)] + [x for pair in overrides for x in ("--set", pair)] + ["--out", str(out)]
     python = sys.executable
-    # Two malloc arenas (scripts/gsc sets the same): see scripts/gsc.
-    env = dict(os.environ, PYTHONUNBUFFERED="1", MALLOC_ARENA_MAX=os.environ.get("MALLOC_ARENA_MAX", "2"))
+    env = child_env()
     with open(out / "rx.log", "w") as rx_log, open(out / "tx.log", "w") as tx_log:
         # In a closed loop a fade can hide frame after frame from the receiver while the controller
         # waits out each slot's timeout: the receiver's idle stop must outlast a long run of them.
