@@ -238,6 +238,11 @@ def test_bench_soak_samples_both_processes_and_accounts_every_image(tmp_path):
     assert max(rx_rss) > 50 and max(tx_fds) > 2      # ORT and GNU Radio loaded; sockets open
     assert set(saved["rss_growth"]) == {"tx", "rx"} and (tmp_path / "soak.png").is_file()
     assert "deepjscc" in result["provenance"]["models"]
+    # bench link's rate: first image sent to last decoded; wall_s also holds the start-up
+    sent = [json.loads(line)["t_sent"] for line in (tmp_path / "work" / "tx_manifest.jsonl").read_text().splitlines()]
+    done = [json.loads(line)["t_decoded"] for line in (tmp_path / "work" / "received.jsonl").read_text().splitlines()]
+    span = max(done) - min(sent)
+    assert saved["images_per_s"] == pytest.approx(len(done) / span) and saved["wall_s"] > span
     samples = [{"images": n, "rss_mb": {"tx": rss, "rx": rss}} for n, rss in ((0, 90.0), (8, 100.0), (19, 104.0),
                                                                               (20, 150.0))]
     # to the sample before the last image, not the end-of-run reconciliation

@@ -193,7 +193,9 @@ def soak_section(name: str, result: dict) -> list[str]:
     fds = {side: max((s["fds"][side] for s in result["samples"] if s["fds"][side] is not None), default=None)
            for side in ("tx", "rx")}
     lines = [f"## {name}", "", f"{result['n_images']} images at {result['snr_db']:g} dB, "
-             f"{_number(result.get('images_per_s'), 1)} images/s decoded over the run.", ""]
+             f"{_number(result.get('images_per_s'), 1)} images/s from the first image sent to the last decoded"
+             + (f" ({result['decoded'] / result['wall_s']:.1f} over the {result['wall_s']:.1f} s from the processes' "
+                "start, start-up included)." if result.get("wall_s") else "."), ""]
     lines += _provenance_lines(result) + [""]
     lines += ["| images | decoded | lost | unaccounted | RSS growth from image "
               f"{result['growth_from_images']} to about the last (tx / rx) | peak RSS MB (tx / rx) | most open fds (tx / rx) |",
