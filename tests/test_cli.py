@@ -133,6 +133,24 @@ def test_the_two_link_processes_split_the_cores_for_onnx_runtime_unless_told(mon
     assert child_env()["GSC_ORT_THREADS"] == "3" and child_env()["MALLOC_ARENA_MAX"] == "2"
 
 
+def test_the_link_processes_run_on_jemalloc_unless_told(monkeypatch, tmp_path):
+    """scripts/gsc installs Debian's libjemalloc2; run_link's two processes preload it (and say so
+    in their stats), GSC_MALLOC=glibc keeps glibc's malloc, another preload is kept."""
+    monkeypatch.delenv("GSC_MALLOC", raising=False)
+    monkeypatch.delenv("LD_PRELOAD", raising=False)
+    assert child_env()["LD_PRELOAD"] == "libjemalloc.so.2"
+    monkeypatch.setenv("LD_PRELOAD", "libother.so")
+    assert child_env()["LD_PRELOAD"] == "libjemalloc.so.2:libother.so"
+    monkeypatch.setenv("GSC_MALLOC", "glibc")
+    assert child_env()["LD_PRELOAD"] == "libother.so"
+    monkeypatch.delenv("LD_PRELOAD")
+    assert "LD_PRELOAD" not in child_env()
+    monkeypatch.delenv("GSC_MALLOC")
+    tx = gsc("tx", "--config", CONFIG, "--set", f"zmq.address=tcp://127.0.0.1:{free_port()}", "--out", tmp_path,
+             "--images", SAMPLES / "cifar_0_cat.png", "--stall-seconds", 1, timeout=180)
+    assert json.loads((tmp_path / "tx_stats.json").read_text())["malloc"] == "jemalloc", tx.stdout + tx.stderr
+
+
 def test_tx_without_a_receiver_stops_with_the_frame_samples_it_could_not_send(tmp_path):
     """No receiver on the socket: the radio sink takes nothing, and tx says so and exits 1."""
     tx = gsc("tx", "--config", CONFIG, "--set", f"zmq.address=tcp://127.0.0.1:{free_port()}", "--out", tmp_path,

@@ -8,6 +8,7 @@ ends when it receives one (or once idle, see --idle), so the two sides need
 nothing but the radio between them.
 """
 import argparse
+import ctypes.util
 import json
 import os
 import shutil
@@ -32,6 +33,7 @@ RX_LOG = "received.jsonl"
 # lost when the socket closes. A radio needs just enough to release the last frame.
 ZMQ_TAIL_SAMPLES = 1 << 21
 RADIO_TAIL_SAMPLES = 131072
+JEMALLOC = "libjemalloc.so.2"      # Debian's libjemalloc2 (scripts/gsc installs it)
 
 
 def _image_list(spec: str) -> list[Path]:
@@ -87,7 +89,7 @@ def run_tx(args) -> int:
              "fragments": top.encoder.fragments_out, "frames": top.builder.frames_built,
              "samples": top.builder.samples_queued, "encode_ms": list(top.encoder.encode_ms),
              "events": top.event_list(), "t_start": t_start, "t_end": time.time(),
-             "completed": top.all_framed(), "stream": delivered, **top.uhd_counts()}
+             "completed": top.all_framed(), "stream": delivered, "malloc": allocator(), **top.uhd_counts()}
     (out / "tx_stats.json").write_text(json.dumps(stats))
     runlog.close(**stats)
     if top.controller is not None:
@@ -145,7 +147,8 @@ def run_mu_tx(args, config, images, out, runlog) -> int:
              "fragments": sum(u.encoder.fragments_out for u in top.users),
              "frames": sum(u.builder.frames_built for u in top.users),
              "sessions": [u.source.session for u in top.users], "events": top.event_list(),
-             "t_start": t_start, "t_end": time.time(), "completed": top.all_framed(), "stream": delivered}
+             "t_start": t_start, "t_end": time.time(), "completed": top.all_framed(), "stream": delivered,
+             "malloc": allocator()}
     (out / "tx_stats.json").write_text(json.dumps(stats))
     runlog.close(**stats)
     if any(user.controller is not None for user in top.users):
@@ -275,7 +278,7 @@ def run_rx(args) -> int:
              "header_failures": top.rx.header_decoder.frames_failed,
              "images_decoded": top.sink.count, "decode_ms": list(top.decoder.decode_ms),
              "ended": ended, "events": top.event_list(), "t_start": t_start, "t_end": time.time(),
-             **top.uhd_counts()}
+             "malloc": allocator(), **top.uhd_counts()}
     (out / "rx_stats.json").write_text(json.dumps(stats, default=str))
     runlog.close(**stats)
     reason = {"end_of_stream": "the transmitter's end-of-stream frame",
@@ -363,13 +366,22 @@ def _free_port_overrides(config, overrides) -> list[str]:
 
 
 def child_env() -> dict:
-    """The environment of run_link's two processes. Two malloc arenas (scripts/gsc sets the same:
-    see there). Each process's ONNX Runtime sessions get half this host's cores, since TX and RX
-    share them: on 2 cores one thread each took the loopback from 278 to 311 images/s, the second
-    thread's hand-offs costing more CPU than it saved (docs/performance.md). GSC_ORT_THREADS, set,
-    wins."""
-    return dict(os.environ, PYTHONUNBUFFERED="1", MALLOC_ARENA_MAX=os.environ.get("MALLOC_ARENA_MAX", "2"),
-                GSC_ORT_THREADS=os.environ.get("GSC_ORT_THREADS", str(max(1, (os.cpu_count() or 2) // 2))))
+    """The environment of run_link's two processes, as scripts/gsc sets it for tx and rx (see there):
+    jemalloc preloaded where it is installed (GSC_MALLOC=glibc: glibc's malloc, two arenas). Each
+    process's ONNX Runtime sessions get half this host's cores, since TX and RX share them: on 2
+    cores one thread each took the loopback from 278 to 311 images/s, the second thread's hand-offs
+    costing more CPU than it saved (docs/performance.md). GSC_ORT_THREADS, set, wins."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1", MALLOC_ARENA_MAX=os.environ.get("MALLOC_ARENA_MAX", "2"),
+               GSC_ORT_THREADS=os.environ.get("GSC_ORT_THREADS", str(max(1, (os.cpu_count() or 2) // 2))))
+    preload = env.get("LD_PRELOAD", "")
+    if env.get("GSC_MALLOC", "jemalloc") != "glibc" and JEMALLOC not in preload and ctypes.util.find_library("jemalloc"):
+        env["LD_PRELOAD"] = f"{JEMALLOC}:{preload}" if preload else JEMALLOC
+    return env
+
+
+def allocator() -> str:
+    """The malloc this process runs on: what its stats record."""
+    return "jemalloc" if JEMALLOC in os.environ.get("LD_PRELOAD", "") else "glibc"
 
 
 def run_link(config_path, images, out_dir, overrides=(), timeout_s=600, quiet=True, monitor=None,
