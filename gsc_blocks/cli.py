@@ -170,7 +170,8 @@ def cmd_bench(args) -> int:
                         command=args.command_line)
     print(format_link_table(result))
     t = result["throughput"]
-    print(f"throughput: {t['samples_per_s'] / 1e3:.0f} kS/s, {t['images_per_s']:.1f} images/s, "
+    per = "".join(f", {tag} {rate:.1f}" for tag, rate in t["per_codec"].items())
+    print(f"throughput: {t['samples_per_s'] / 1e3:.0f} kS/s, {t['images_per_s']:.1f} images/s{per}, "
           f"RX latency p50 {t['latency_ms_p50']:.1f} ms, p99 {t['latency_ms_p99']:.1f} ms")
     return 0
 

@@ -82,6 +82,10 @@ def test_bench_link_refiner_curves_carry_the_steps_over_the_link(tmp_path):
     assert all("accuracy" in p for p in result["points"])
     assert points[("swinjscc+refiner", "ofdm_zmq", 2)]["refine_ms_p50"] > 0
     assert "refine_ms_p50" not in points[("swinjscc", "ofdm_zmq", 0)]
+    # the rate per codec, beside the rate over all runs
+    per = result["throughput"]["per_codec"]
+    assert set(per) == {"swinjscc", "swinjscc+refiner_steps1", "swinjscc+refiner_steps2"}
+    assert min(per.values()) <= result["throughput"]["images_per_s"] <= max(per.values()) and min(per.values()) > 0
     rows = [r for r in account(tmp_path / "work" / "swinjscc+refiner_steps2" / "snr5") if r["status"] == "decoded"]
     assert len(rows) == 4 and all(r["refine_steps"] == 2 and r["refine_steps_applied"] == 2 for r in rows)
     # the result says where it came from: commit, command, setup and every model's hashes, as checked

@@ -61,7 +61,9 @@ def link_section(name: str, result: dict) -> list[str]:
     lines += _provenance_lines(result) + [""]
     lines += [format_link_table(result), ""]
     if t:
-        lines += [f"Link throughput: {t['samples_per_s'] / 1e3:.0f} kS/s, {t['images_per_s']:.1f} images/s; "
+        per = ", ".join(f"{tag} {rate:.1f}" for tag, rate in (t.get("per_codec") or {}).items())
+        lines += [f"Link throughput: {t['samples_per_s'] / 1e3:.0f} kS/s, {t['images_per_s']:.1f} images/s"
+                  + (f" ({per})" if per else "") + "; "
                   f"receiver latency p50 {_number(t.get('latency_ms_p50'), 1)} ms, "
                   f"p99 {_number(t.get('latency_ms_p99'), 1)} ms (wall time on the host that ran it).", ""]
     return lines
