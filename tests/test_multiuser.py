@@ -87,6 +87,27 @@ def test_service_batches_up_to_its_size_and_sync_takes_one_at_a_time(cifar):
         check_service("batched", 0, 0.0)
 
 
+def test_the_service_shares_the_cores_among_the_batches_it_decodes_at_once(monkeypatch):
+    """Each model session of the embedded service gets the cores over the batches decoded at once
+    (sync: all of them for its one image); GSC_ORT_THREADS, set, wins."""
+    codec_id = make_codec("deepjscc").codec_id
+    monkeypatch.delenv("GSC_ORT_THREADS", raising=False)
+    monkeypatch.setattr("os.cpu_count", lambda: 4)
+    for mode, workers, threads in (("sync", 4, 4), ("batched", 1, 4), ("batched", 2, 2), ("batched", 8, 1)):
+        service = DecodeService(mode=mode, workers=workers)
+        try:
+            decoder = service.decoders.codec_for(codec_id).decoder
+            assert decoder.get_session_options().intra_op_num_threads == threads, (mode, workers)
+        finally:
+            service.close()
+    monkeypatch.setenv("GSC_ORT_THREADS", "3")
+    service = DecodeService(mode="batched", workers=2)
+    try:
+        assert service.decoders.codec_for(codec_id).decoder.get_session_options().intra_op_num_threads == 3
+    finally:
+        service.close()
+
+
 def test_fragments_recorded_come_back_the_same(tmp_path):
     fragments = [(1.5, {"image_id": 2, "user": 1, "snr_eff_db": 3.5}, np.arange(6, dtype=np.complex64) * 1j),
                  (2.0, {"image_id": 3, "user": 0, "snr_eff_db": 4.0}, np.ones(3, np.complex64))]

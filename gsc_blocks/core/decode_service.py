@@ -22,6 +22,7 @@ the image's report takes back to that user's controller.
 Backends (core/service_backends.py): DecodeService runs in-process (threads);
 core/ray_service.py runs the same Decoders on Ray Serve.
 """
+import os
 import queue
 import threading
 import time
@@ -31,7 +32,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .codec import ANALOG
-from .models import CodecError
+from .models import CodecError, session_threads
 from .refiner import Refiner, refiner_name_for
 from .registry import codec_for_id
 
@@ -61,9 +62,10 @@ class Result:
 class Decoders:
     """The models of the decode service, one session each, and the batched decode."""
 
-    def __init__(self, models_dir=None, digital_cbr: float = 1 / 6):
+    def __init__(self, models_dir=None, digital_cbr: float = 1 / 6, session_threads: int | None = None):
         self.models_dir = models_dir or None
         self.digital_cbr = float(digital_cbr)
+        self.session_threads = session_threads      # ONNX Runtime threads per session (None: the cores)
         self.codecs = {}
         self.refiners = {}            # refiner name -> Refiner, or the CodecError it failed with
         self.refiner_names = {}       # codec name -> refiner name (None: no refiner)
@@ -76,7 +78,8 @@ class Decoders:
         if codec_id not in self.codecs:
             with self.load_lock:
                 if codec_id not in self.codecs:
-                    self.codecs[codec_id] = codec_for_id(codec_id, self.models_dir, {"cbr": self.digital_cbr})
+                    with session_threads(self.session_threads):
+                        self.codecs[codec_id] = codec_for_id(codec_id, self.models_dir, {"cbr": self.digital_cbr})
         return self.codecs[codec_id]
 
     def image_symbols(self, meta) -> int:
@@ -95,7 +98,8 @@ class Decoders:
             name = self.refiner_names[codec_name]
             if name is not None and name not in self.refiners:
                 try:
-                    self.refiners[name] = Refiner(name, self.models_dir)
+                    with session_threads(self.session_threads):
+                        self.refiners[name] = Refiner(name, self.models_dir)
                 except CodecError as err:
                     self.refiners[name] = err
                     log.append(f"refiner {name}: {err}; images of {codec_name} are delivered unrefined")
@@ -117,6 +121,10 @@ class Decoders:
     def decode(self, jobs: list[Job]) -> list[Result]:
         """Decode jobs in as few model runs as their codecs, rates, sizes and steps allow; results
         in the jobs' order. One image's failure never fails another's."""
+        with session_threads(self.session_threads):     # a codec may open a session on first use
+            return self._decode(jobs)
+
+    def _decode(self, jobs: list[Job]) -> list[Result]:
         results = [Result(meta=job.meta) for job in jobs]
         start = time.perf_counter()
         groups = {}           # analog images that decode together
@@ -243,6 +251,13 @@ class ServiceStats:
                 "service_ms_per_image": float(np.mean(entries[:, 1] / entries[:, 0]))}
 
 
+def threads_per_batch(workers: int) -> int:
+    """ONNX Runtime threads for each session of a service decoding `workers` batches at once: the
+    cores shared among them. On 2 cores, replaying 8 users, one thread each for two batches at
+    once and both cores for one image at a time each beat the other choice (docs/multiuser.md)."""
+    return max(1, (os.cpu_count() or 1) // int(workers))
+
+
 def stamp(result: Result, t_start: float, queued: int):
     """What the service measured, in the image's metadata."""
     meta = result.meta
@@ -268,7 +283,7 @@ class DecodeService:
                  batch_size: int = 8, max_wait_ms: float = 0.0, decoders: Decoders | None = None, workers: int = 2):
         self.mode = mode
         self.batch_size, self.max_wait_ms, self.workers = check_service(mode, batch_size, max_wait_ms, workers)
-        self.decoders = decoders or Decoders(models_dir, digital_cbr)
+        self.decoders = decoders or Decoders(models_dir, digital_cbr, session_threads=threads_per_batch(self.workers))
         self.queue = queue.Queue()
         self.stats = ServiceStats()
         self.pending = 0                      # submitted, not yet done

@@ -5,10 +5,12 @@ files it names. A card that lacks a key its kind needs, or a file whose SHA-256
 differs from the card, is refused with a message that names the file and what
 to do.
 """
+import contextlib
 import hashlib
 import json
 import os
 import sys
+import threading
 from pathlib import Path
 
 REPO_MODELS = Path(__file__).resolve().parents[2] / "models"
@@ -121,6 +123,25 @@ def verified_path(card: dict, role: str) -> Path:
     return path
 
 
+_local = threading.local()
+
+
+@contextlib.contextmanager
+def session_threads(count: int | None):
+    """ONNX Runtime sessions opened in this thread inside the block run `count` threads each (None:
+    the cores). A service sizes them to what runs at once; GSC_ORT_THREADS, set, wins."""
+    previous = getattr(_local, "count", None)
+    _local.count = count
+    try:
+        yield
+    finally:
+        _local.count = previous
+
+
+def _session_thread_count() -> int:
+    return int(os.environ.get("GSC_ORT_THREADS") or 0) or getattr(_local, "count", None) or os.cpu_count() or 1
+
+
 def verified_session(card: dict, role: str, providers=None):
     """An ONNX Runtime session on the card's file for role, once its SHA-256 matches the card."""
     import onnxruntime as ort
@@ -129,8 +150,9 @@ def verified_session(card: dict, role: str, providers=None):
     options.log_severity_level = 3
     # Explicit threads, and no spinning: ONNX Runtime's threads otherwise spin after each run
     # waiting for the next, which on a receiver decoding one small image per frame keeps a core
-    # busy that GNU Radio's own threads need. GSC_ORT_THREADS sets the count (default: the cores).
-    options.intra_op_num_threads = int(os.environ.get("GSC_ORT_THREADS", os.cpu_count() or 1))
+    # busy that GNU Radio's own threads need. GSC_ORT_THREADS sets the count; else session_threads'
+    # block, else the cores.
+    options.intra_op_num_threads = _session_thread_count()
     options.inter_op_num_threads = 1
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.add_session_config_entry("session.inter_op.allow_spinning", "0")

@@ -14,7 +14,7 @@ import threading
 import time
 from collections import deque
 
-from .decode_service import Decoders, Job, Result, ServiceStats, check_service, stamp
+from .decode_service import Decoders, Job, Result, ServiceStats, check_service, stamp, threads_per_batch
 
 APP_NAME = "gsc_decode"
 
@@ -23,7 +23,7 @@ def _deployment(serve, workers: int):
     @serve.deployment(name="gsc_decode_service", ray_actor_options={"num_cpus": 0}, max_ongoing_requests=1024)
     class DecodeDeployment:
         def __init__(self, models_dir, digital_cbr, batch_size, max_wait_ms):
-            self.decoders = Decoders(models_dir, digital_cbr)
+            self.decoders = Decoders(models_dir, digital_cbr, session_threads=threads_per_batch(workers))
             self.decode.set_max_batch_size(batch_size)
             self.decode.set_batch_wait_timeout_s(max_wait_ms / 1e3)
 
