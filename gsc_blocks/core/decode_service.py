@@ -254,7 +254,7 @@ class ServiceStats:
 def threads_per_batch(workers: int) -> int:
     """ONNX Runtime threads for each session of a service decoding `workers` batches at once: the
     cores shared among them. On 2 cores, replaying 8 users, one thread each for two batches at
-    once and both cores for one image at a time each beat the other choice (docs/multiuser.md)."""
+    once and both cores for one image at a time each beat the other choice (docs/performance.md)."""
     return max(1, (os.cpu_count() or 1) // int(workers))
 
 
