@@ -217,7 +217,7 @@ def test_sqgan_closed_loop_chooses_the_mcs_and_with_it_the_kept_fraction(tmp_pat
     for k in (3, 4, 5):
         assert slots[k]["rate_index"] == 0 and "kept 0.2" in table["rates"]["0"]["sent_as"]
     for k in (1, 6):
-        assert slots[k]["rate_index"] >= 1 and table["rates"][str(slots[k]["rate_index"])]["sent_as"] == "level 7 (kept 1):30"
+        assert slots[k]["rate_index"] >= 1 and table["rates"][str(slots[k]["rate_index"])]["sent_as"] == "level 9 (kept 1):30"
     for k in (1, 3, 4, 6):                   # sent at 25 dB, or at BPSK 1/4 at -1 dB: decoded
         assert rows[k]["status"] == "decoded", rows[k]
         assert 100 * table["lost"]["miou"] < slots[k]["quality"] <= 100

@@ -2,6 +2,7 @@
 per-stream CRCs naming what failed), SAMM against random masking, the digital path and the
 controller's kept-fraction action."""
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ from PIL import Image
 from gsc_blocks.core.models import CodecError, load_card
 from gsc_blocks.core.registry import codec_for_id, make_codec
 from gsc_blocks.core.segmentation import Segmenter
-from gsc_blocks.core.sqgan import FRACTIONS, SQGAN_CODEC_ID, MapPrior, SqganCodec, SqganModel, decode_mask, \
+from gsc_blocks.core.sqgan import LEVELS, SQGAN_CODEC_ID, MapPrior, SqganCodec, SqganModel, decode_mask, \
     encode_mask, kept_count, mask_bytes, pack, unpack
 
 REPO = Path(__file__).resolve().parents[1]
@@ -99,13 +100,15 @@ def test_the_kept_set_travels_as_its_rank():
 def test_every_bit_is_counted(sqgan):
     image = frame()
     sizes = []
-    for level, fraction in enumerate(FRACTIONS):
+    for level, (fraction, map_fraction) in enumerate(LEVELS):
         payload = sqgan.encode_level(image, level)
         bits = sqgan.last_bits
-        kept = kept_count(fraction, GRID)
+        kept, map_kept = kept_count(fraction, GRID), kept_count(map_fraction, GRID)
         assert bits["kept"] == kept and bits["latents"] == GRID
-        # level byte + map length + map stream + CRC + mask + kept indices + CRC: nothing else, nothing left out
-        assert bits["map"] <= 8 * math.ceil(GRID * 7 / 8)         # the packed indices at most
+        assert bits["map_kept"] == map_kept and bits["map_latents"] == GRID
+        # level byte + map length + map stream (map mask, kept map indices) + CRC + mask + kept indices + CRC:
+        # nothing else, nothing left out
+        assert bits["map"] <= 8 * (mask_bytes(GRID, map_kept) + math.ceil(map_kept * 7 / 8))  # packed at most
         assert bits["image"] == 8 * (mask_bytes(GRID, kept) + math.ceil(kept * 10 / 8))
         assert bits["total"] == 8 * len(payload) == 8 + 16 + bits["map"] + 32 + bits["image"] + 32
         assert payload[0] & 0x7F == level and bool(payload[0] & 0x80) == bits["map_coded"]
@@ -114,10 +117,60 @@ def test_every_bit_is_counted(sqgan):
     # AVIF and WebP bottom out near 0.14)
     assert sizes == sorted(sizes) and sizes[0] * 8 / (192 * 256) < 0.029
     # the map arrives exactly; under the shipped prior it costs less than packed
-    _, _, midx, _, (flag, stream) = sqgan._analysis(image)
+    _, _, midx, _, streams = sqgan._analysis(image)[:5]
+    flag, stream = streams[GRID]
     assert flag and len(stream) < GRID * 7 / 8 * 0.8
     assert np.array_equal(sqgan.model.map_prior.decode(stream, 12, 16), midx)
     assert np.array_equal(unpack(pack(midx, 7), GRID, 7).reshape(12, 16), midx)
+
+
+def test_the_map_prior_codes_a_masked_grid():
+    prior = SqganModel(models_dir=MODELS).map_prior
+    rng = np.random.default_rng(4)
+    grid = rng.integers(0, 128, (12, 16))
+    for kept in (np.ones((12, 16), bool), rng.random((12, 16)) < 0.3, np.eye(12, 16, dtype=bool)):
+        data = prior.encode(grid, kept)
+        assert np.array_equal(prior.decode(data, 12, 16, kept), np.where(kept, grid, 0))
+    # every map latent kept: the same stream as the unmasked grid's
+    assert prior.encode(grid, np.ones((12, 16), bool)) == prior.encode(grid)
+
+
+def test_masked_map_levels_send_the_map_samm_top_latents_and_fill_the_rest(sqgan):
+    image = frame()
+    rand = make_codec("sqgan-random", MODELS)
+    analysis = sqgan._analysis(image)
+    midx = analysis[2]
+    for level in (0, 1):
+        map_kept = kept_count(LEVELS[level][1], GRID)
+        assert map_kept < GRID
+        payload, other = sqgan.encode_level(image, level), rand.encode_level(image, level)
+        stream = payload[3:3 + int.from_bytes(payload[1:3], "big")]
+        mask = decode_mask(stream[:mask_bytes(GRID, map_kept)], GRID, map_kept).reshape(12, 16)
+        scores = sqgan.model.map_scores(midx)
+        assert scores.shape == (12, 16) and ((scores > 0) & (scores < 1)).all()
+        assert scores[mask].min() >= scores[~mask].max()                 # the map SAMM's top latents
+        o_stream = other[3:3 + int.from_bytes(other[1:3], "big")]
+        o_mask = decode_mask(o_stream[:mask_bytes(GRID, map_kept)], GRID, map_kept).reshape(12, 16)
+        assert o_mask.sum() == map_kept and not np.array_equal(o_mask, mask)
+        filled = sqgan.model.fill_map(np.where(mask, midx, 0), mask)
+        assert np.array_equal(filled[mask], midx[mask]) and filled.min() >= 0 and filled.max() < 128
+        assert sqgan.decode_payload(payload, 192, 256).shape == (192, 256, 3)
+    # fewer map latents, fewer bits; every level below in size the next
+    assert len(sqgan.encode_level(image, 0)) < len(sqgan.encode_level(image, 1)) < len(sqgan.encode_level(image, 2))
+
+
+def test_map_masking_onnx_matches_torch():
+    torch = pytest.importorskip("torch")
+    from gsc_models.train_sqgan_map import load_map_masking
+    mm = load_map_masking(MODELS / "sqgan")
+    runtime = SqganModel(models_dir=MODELS)
+    midx = np.random.default_rng(6).integers(0, 128, (12, 16))
+    mask = np.random.default_rng(7).random((12, 16)) < 0.4
+    with torch.no_grad():
+        t_scores = torch.sigmoid(mm.samm_logits(torch.from_numpy(midx[None])))[0].numpy()
+        t_fill = mm.fill(torch.from_numpy(midx[None]), torch.from_numpy(mask[None].astype(np.float32)))[0].numpy()
+    assert np.abs(runtime.map_scores(midx) - t_scores).max() < 1e-4
+    assert (runtime.fill_map(midx, mask) == t_fill).mean() > 0.98
 
 
 def test_a_tampered_map_prior_is_refused(tmp_path):
@@ -143,7 +196,7 @@ def test_samm_and_random_keep_as_many_latents_but_not_the_same(sqgan):
     a, b = sqgan.encode_level(image, 2), rand.encode_level(image, 2)
     head = 3 + int.from_bytes(a[1:3], "big") + 4
     assert len(a) == len(b) and a[:head] == b[:head]       # same level byte and map stream
-    kept = kept_count(FRACTIONS[2], GRID)
+    kept = kept_count(LEVELS[2][0], GRID)
     mask_a = decode_mask(a[head:head + mask_bytes(GRID, kept)], GRID, kept)
     mask_b = decode_mask(b[head:head + mask_bytes(GRID, kept)], GRID, kept)
     assert mask_a.sum() == mask_b.sum() == kept
@@ -177,12 +230,12 @@ def test_variants_and_a_budget_too_small(sqgan):
     assert make_codec("sqgan-3", MODELS).fixed_level == 3
     r = make_codec("sqgan-random-1", MODELS)
     assert r.random and r.fixed_level == 1
-    for bad in ("sqgan-9", "sqgan-foo"):
+    for bad in (f"sqgan-{len(LEVELS)}", "sqgan-foo"):
         with pytest.raises(CodecError, match="sqgan variant"):
             make_codec(bad, MODELS)
     image = frame()
     sqgan.encode(image, 10.0, 5)
-    assert sqgan.last_detail == f"level {len(FRACTIONS) - 1} (kept 1)"
+    assert sqgan.last_detail == f"level {len(LEVELS) - 1} (kept 1)"
     with pytest.raises(ValueError, match="byte budget too small"):
         SqganCodec(cbr=0.005, models_dir=MODELS).encode(image, 10.0, 0)
 
@@ -230,7 +283,7 @@ def test_calibration_measures_miou_per_mcs_and_the_levels_it_buys(tmp_path, camv
         assert curve[1] > lost + 0.1                              # 25 dB: both decode
         assert entry["sent_as"].startswith("level ") and entry["symbols"] == 3 * 192 * 256 // 24
     # a faster MCS carries more bytes, so the images keep at least as large a fraction of their latents
-    kept = [max(float(part.split("kept ")[1].split(")")[0]) for part in e["sent_as"].split(","))
+    kept = [max(float(re.search(r"kept ([0-9.]+)", part).group(1)) for part in e["sent_as"].split(":")[:-1])
             for e in rates.values()]
     assert kept == sorted(kept) and kept[-1] > kept[0]
     assert CalibrationTable.load(tmp_path / "cal.json", "miou_pct").quality(len(rates) - 1, 0, 25.0) > 100 * lost
@@ -244,7 +297,7 @@ def test_the_controller_trades_kept_fraction_for_snr_on_the_shipped_table():
     from gsc_blocks.core.controller import CalibrationTable, CostModel, greedy_policy
     rows = json.loads((MODELS / "sqgan" / "calibration.json").read_text())["rates"]
     assert rows["0"]["label"] == "bpsk-1/4" and "kept 0.2" in rows["0"]["sent_as"]
-    assert all(rows[r]["sent_as"].startswith("level 7 (kept 1)") for r in rows if r != "0")
+    assert all(rows[r]["sent_as"].startswith(f"level {len(LEVELS) - 1} (kept 1)") for r in rows if r != "0")
     table = CalibrationTable.load(MODELS / "sqgan" / "calibration.json", "miou_pct")
     model = CostModel(table)
     choose = greedy_policy(table.actions([0]), delay_target_ms=1e6, quality_target=1000.0)  # best expected mIoU

@@ -137,7 +137,7 @@ class Judge:
             first.add(p, t)
             second.add(q, t)
         return {"miou": round(first.mean(), 4), "class_iou": self._named(first.per_class()),
-                "miou_second": round(second.mean(), 4)}
+                "miou_second": round(second.mean(), 4), "class_iou_second": self._named(second.per_class())}
 
     def _named(self, values) -> dict:
         return {c: (None if np.isnan(v) else round(float(v), 4)) for c, v in zip(self.classes, values)}
@@ -228,8 +228,8 @@ def bench_codec(codecs, n_images=None, data_dir=None, json_path="out/bench_codec
             points, codec = spic_points(judge, name, chosen, steps_list)
             users.append(codec)
         elif name in SQGAN_CODECS:
-            from ..core.sqgan import FRACTIONS
-            chosen = (levels or {}).get(name, (levels or {}).get("", range(len(FRACTIONS))))
+            from ..core.sqgan import LEVELS
+            chosen = (levels or {}).get(name, (levels or {}).get("", range(len(LEVELS))))
             points, codec = spic_points(judge, name, chosen, (None,))     # a GAN decoder: no steps
             users.append(codec)
         elif name in CLASSICAL:

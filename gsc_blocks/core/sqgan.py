@@ -2,21 +2,24 @@
 
 Transmitter: the CamVid segmenter's own map of the image; models/sqgan's tx.onnx
 gives per latent (1/16 per side) an image codebook index and a SAMM relevance
-score, and per map latent a map codebook index. A level keeps a fraction of the
-image latents: the top-scored ones (`sqgan`), or a random set of the same size
-(`sqgan-random`, the comparison that shows what relevance buys). rx.onnx decodes
-the map, fills the masked latents (ADM) and regenerates the image.
+score, and per map latent a map codebook index; map_samm.onnx scores the map
+latents. A level (LEVELS) keeps a fraction of the image latents and a fraction
+of the map latents: the top-scored ones (`sqgan`), or random sets of the same
+sizes (`sqgan-random`, the comparison that shows what relevance buys).
+map_adm.onnx fills the masked map latents; rx.onnx decodes the map, fills the
+masked image latents (ADM) and regenerates the image.
 
 Payload (bytes, every one counted in bpp): level (1; its top bit set when the
 map stream is prior-coded); map stream length (2); the map stream: the map
-indices at map_index_bits each, packed, or, when that is smaller, range-coded
-(constriction) under the model's shipped map prior (map_prior.npz: each index
-given its left and above neighbours, tables counted on CamVid train); CRC-32 of
-those three; the mask as the rank of the kept set among all sets of that size
-(ceil(log2 C(latents, kept)) bits, 0 when every latent is kept) and the kept
-indices at index_bits each in raster order, packed; CRC-32 of that stream. A
-stream whose CRC fails names itself (label map, image latents) and the image is
-lost with that reason.
+mask as the rank of its kept set (0 bytes when every map latent is kept), then
+the kept map indices in raster order at map_index_bits each, packed, or, when
+that is smaller, range-coded (constriction) under the model's shipped map prior
+(map_prior.npz: each index given its kept left and above neighbours, tables
+counted on CamVid train); CRC-32 of those three; the image mask as the rank of
+the kept set among all sets of that size (ceil(log2 C(latents, kept)) bits, 0
+when every latent is kept) and the kept indices at index_bits each in raster
+order, packed; CRC-32 of that stream. A stream whose CRC fails names itself
+(label map, image latents) and the image is lost with that reason.
 """
 from __future__ import annotations
 
@@ -30,8 +33,11 @@ from .models import CodecError, check_card, load_card, model_files, verified_pat
 
 SQGAN = "sqgan"
 SQGAN_CODEC_ID = 12
-# Kept fractions of the image latents, fewest bits first; the level is the payload's first byte.
-FRACTIONS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.6, 0.8, 1.0)
+# (kept fraction of the image latents, of the map latents) per level, fewest bits first; the level is
+# the payload's first byte.
+LEVELS = ((0.05, 0.3), (0.05, 0.4), (0.05, 1.0), (0.1, 1.0), (0.2, 1.0), (0.3, 1.0), (0.4, 1.0), (0.6, 1.0),
+          (0.8, 1.0), (1.0, 1.0))
+FRACTIONS = tuple(f for f, _ in LEVELS)
 CODED_MAP = 0x80            # level byte flag: the map stream is range-coded under the map prior
 
 
@@ -117,34 +123,38 @@ class MapPrior:
             raise CodecError(f"{path}: a map prior needs positive tables first [K], left and above [K, K]; "
                              "restore it from git or rebuild it with train_sqgan --map-prior")
 
-    def _p(self, grid: np.ndarray, r: int, c: int) -> np.ndarray:
-        if r == 0:
-            return self.first if c == 0 else self.left[grid[r, c - 1]]
-        if c == 0:
-            return self.above[grid[r - 1, c]]
-        return (self.left[grid[r, c - 1]] + self.above[grid[r - 1, c]]) * np.float32(0.5)
+    def _p(self, grid: np.ndarray, kept: np.ndarray, r: int, c: int) -> np.ndarray:
+        """The index's probabilities given its left and above neighbours where those were sent."""
+        left, above = c > 0 and kept[r, c - 1], r > 0 and kept[r - 1, c]
+        if left and above:
+            return (self.left[grid[r, c - 1]] + self.above[grid[r - 1, c]]) * np.float32(0.5)
+        if left:
+            return self.left[grid[r, c - 1]]
+        return self.above[grid[r - 1, c]] if above else self.first
 
-    def encode(self, grid: np.ndarray) -> bytes:
+    def encode(self, grid: np.ndarray, kept: np.ndarray | None = None) -> bytes:
+        """The indices where `kept` (default: all), in raster order."""
         import constriction
         grid = np.asarray(grid, np.int64)
-        h, w = grid.shape
-        probs = np.stack([self._p(grid, r, c) for r in range(h) for c in range(w)])
+        kept = np.ones(grid.shape, bool) if kept is None else kept
+        cells = np.argwhere(kept)
+        probs = np.stack([self._p(grid, kept, r, c) for r, c in cells])
         encoder = constriction.stream.queue.RangeEncoder()
-        encoder.encode(grid.ravel().astype(np.int32), constriction.stream.model.Categorical(perfect=False), probs)
+        encoder.encode(grid[kept].astype(np.int32), constriction.stream.model.Categorical(perfect=False), probs)
         return encoder.get_compressed().tobytes()
 
-    def decode(self, data: bytes, height: int, width: int) -> np.ndarray:
-        """-> int64 [height, width]; ValueError when the stream does not decode."""
+    def decode(self, data: bytes, height: int, width: int, kept: np.ndarray | None = None) -> np.ndarray:
+        """-> int64 [height, width] (0 where not kept); ValueError when the stream does not decode."""
         import constriction
         if len(data) % 4:
             raise ValueError(f"a prior-coded map stream is whole 32-bit words, not {len(data)} bytes")
+        kept = np.ones((height, width), bool) if kept is None else kept
         family = constriction.stream.model.Categorical(perfect=False)
         decoder = constriction.stream.queue.RangeDecoder(np.frombuffer(data, np.uint32))
         grid = np.zeros((height, width), np.int64)
         try:
-            for r in range(height):
-                for c in range(width):
-                    grid[r, c] = decoder.decode(family, self._p(grid, r, c)[None])[0]
+            for r, c in np.argwhere(kept):
+                grid[r, c] = decoder.decode(family, self._p(grid, kept, r, c)[None])[0]
         except (ValueError, RuntimeError) as err:
             raise ValueError(f"map stream does not decode: {err}") from None
         return grid
@@ -194,6 +204,15 @@ class SqganModel:
         pixels = np.clip(np.round(image[0].transpose(1, 2, 0) * 255.0), 0, 255).astype(np.uint8)
         return pixels, labels[0].astype(np.uint8)
 
+    def map_scores(self, map_indices: np.ndarray) -> np.ndarray:
+        """The map SAMM's relevance [h, w] of each map latent."""
+        return self.session("map_samm").run(None, {"map_indices": map_indices[None].astype(np.int64)})[0][0]
+
+    def fill_map(self, map_indices: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """Every map index [h, w]: the sent ones (mask) kept, the map ADM's estimate elsewhere."""
+        return self.session("map_adm").run(None, {"map_indices": map_indices[None].astype(np.int64),
+                                                  "map_mask": mask[None].astype(np.float32)})[0][0]
+
 
 class SqganCodec(SegmenterCodec):
     """SQ-GAN on the digital pipeline; rate index = MCS.
@@ -211,16 +230,17 @@ class SqganCodec(SegmenterCodec):
     classes: tuple = ()
     model_name = SQGAN
     model_class = SqganModel
-    level_count = len(FRACTIONS)
+    level_count = len(LEVELS)
 
     def __init__(self, variant: str = "", cbr: float = 1 / 6, seed: int = 0x5E9, models_dir=None):
         super().__init__(cbr, seed, models_dir)
         parts = [p for p in str(variant).split("-") if p]
         self.random = "random" in parts
         rest = [p for p in parts if p != "random"]
-        if len(rest) > 1 or (rest and not (rest[0].isdigit() and int(rest[0]) < len(FRACTIONS))):
-            raise ValueError(f"sqgan variant {variant!r}: a level 0 to {len(FRACTIONS) - 1} (kept fractions "
-                             f"{', '.join(f'{f:g}' for f in FRACTIONS)}), 'random', or 'random-<level>'")
+        if len(rest) > 1 or (rest and not (rest[0].isdigit() and int(rest[0]) < len(LEVELS))):
+            raise ValueError(f"sqgan variant {variant!r}: a level 0 to {len(LEVELS) - 1} (kept fractions "
+                             f"{', '.join(SqganCodec.level_label(k) for k in range(len(LEVELS)))}), 'random', "
+                             "or 'random-<level>'")
         self.fixed_level = int(rest[0]) if rest else None
         if self.random:
             self.name = "sqgan-random"
@@ -228,38 +248,59 @@ class SqganCodec(SegmenterCodec):
 
     @staticmethod
     def level_label(level_index: int) -> str:
-        return f"kept {FRACTIONS[level_index]:g}"
+        image, labels = LEVELS[level_index]
+        return f"kept {image:g}" + (f" map {labels:g}" if labels < 1 else "")
 
     def _analysis(self, image: np.ndarray):
-        """(indices, scores, map_indices) of an image, cached (a benchmark sends it at several levels)."""
+        """[indices, scores, map_indices, seed, {map kept count: map stream}, map scores] of an image,
+        cached (a benchmark sends it at several levels)."""
         key = self._key(image)
         if key not in self._cache:
             if len(self._cache) > 2000:
                 self._cache.clear()
             labels = self.segmenter.predict(image)[0]
             idx, scores, midx = self.model.analyse(image, labels)
-            self._cache[key] = (idx, scores, midx, int.from_bytes(bytes.fromhex(key[:8]), "big"),
-                                self.map_stream(midx))
+            self._cache[key] = [idx, scores, midx, int.from_bytes(bytes.fromhex(key[:8]), "big"), {}, None]
         return self._cache[key]
 
-    def map_stream(self, midx: np.ndarray) -> tuple[int, bytes]:
-        """(CODED_MAP or 0, stream): the smaller of the packed indices and their prior-coded grid."""
-        packed = pack(midx, self.model.map_index_bits)
-        coded = self.model.map_prior.encode(midx)
-        return (CODED_MAP, coded) if len(coded) < len(packed) else (0, packed)
+    def map_mask(self, analysis, count: int) -> np.ndarray:
+        """The kept map latents: the map SAMM's top `count`, or a random set of that size."""
+        midx, seed = analysis[2], analysis[3]
+        if count >= midx.size:
+            return np.ones(midx.shape, bool)
+        if self.random:
+            return random_mask(midx.shape, count, seed ^ 0x5A5A5A5A)
+        if analysis[5] is None:
+            analysis[5] = self.model.map_scores(midx)
+        return top_mask(analysis[5], count)
+
+    def map_stream(self, midx: np.ndarray, kept: np.ndarray | None = None) -> tuple[int, bytes]:
+        """(CODED_MAP or 0, stream): the map mask's rank, then the smaller of the kept indices packed and
+        prior-coded."""
+        kept = np.ones(midx.shape, bool) if kept is None else kept
+        packed = pack(midx[kept], self.model.map_index_bits)
+        coded = self.model.map_prior.encode(midx, kept)
+        flag, data = (CODED_MAP, coded) if len(coded) < len(packed) else (0, packed)
+        return flag, encode_mask(kept) + data
 
     def encode_level(self, image: np.ndarray, level_index: int) -> bytes:
         h, w = image.shape[:2]
         self.check_size(h, w)
-        idx, scores, midx, image_seed, map_stream = self._analysis(image)
-        count = kept_count(FRACTIONS[level_index], idx.size)
+        analysis = self._analysis(image)
+        idx, scores, midx, image_seed, streams = analysis[:5]
+        fraction, map_fraction = LEVELS[level_index]
+        count, map_count = kept_count(fraction, idx.size), kept_count(map_fraction, midx.size)
         mask = random_mask(idx.shape, count, image_seed) if self.random else top_mask(scores, count)
+        if map_count not in streams:
+            streams[map_count] = self.map_stream(midx, self.map_mask(analysis, map_count))
+        map_stream = streams[map_count]
         coded = map_stream[0] & CODED_MAP
         head = bytes([level_index | coded]) + len(map_stream[1]).to_bytes(2, "big") + map_stream[1]
         body = encode_mask(mask) + pack(idx[mask], self.model.index_bits)
         payload = head + _crc(head) + body + _crc(body)
         self.last_bits = {"total": 8 * len(payload), "map": 8 * len(map_stream[1]), "map_coded": bool(coded),
-                          "image": 8 * len(body), "kept": count, "latents": int(idx.size), "classes": {}}
+                          "image": 8 * len(body), "kept": count, "latents": int(idx.size), "map_kept": map_count,
+                          "map_latents": int(midx.size), "classes": {}}
         self._last = f"level {level_index} ({self.level_label(level_index)}{', random' if self.random else ''})"
         return payload
 
@@ -273,9 +314,10 @@ class SqganCodec(SegmenterCodec):
         if len(payload) < map_len + 4 or payload[map_len:map_len + 4] != _crc(head):
             raise CodecError(f"label map failed its CRC ({self.name})")
         level, coded = head[0] & ~CODED_MAP, head[0] & CODED_MAP
-        if level >= len(FRACTIONS):
-            raise CodecError(f"{self.name} payload names level {level}, not one of 0 to {len(FRACTIONS) - 1}")
-        count = kept_count(FRACTIONS[level], grid)
+        if level >= len(LEVELS):
+            raise CodecError(f"{self.name} payload names level {level}, not one of 0 to {len(LEVELS) - 1}")
+        count, map_count = kept_count(LEVELS[level][0], grid), kept_count(LEVELS[level][1], grid)
+        map_mask_len = mask_bytes(grid, map_count)
         mask_len = mask_bytes(grid, count)
         body_len = mask_len + math.ceil(count * self.model.index_bits / 8)
         at = map_len + 4
@@ -283,11 +325,18 @@ class SqganCodec(SegmenterCodec):
         if len(body) < body_len or payload[at + body_len:at + body_len + 4] != _crc(body):
             raise CodecError(f"image latents failed their CRC ({self.name} level {level})")
         try:
-            midx = self.model.map_prior.decode(head[3:], gh, gw) if coded \
-                else unpack(head[3:], grid, self.model.map_index_bits).reshape(gh, gw)
+            map_mask = decode_mask(head[3:3 + map_mask_len], grid, map_count).reshape(gh, gw)
+            data = head[3 + map_mask_len:]
+            if coded:
+                midx = self.model.map_prior.decode(data, gh, gw, map_mask)
+            else:
+                midx = np.zeros((gh, gw), np.int64)
+                midx[map_mask] = unpack(data, map_count, self.model.map_index_bits)
             mask = decode_mask(body[:mask_len], grid, count).reshape(gh, gw)
         except ValueError as err:
             raise CodecError(f"{self.name} payload passed its CRCs but {err}") from None
+        if map_count < grid:
+            midx = self.model.fill_map(midx, map_mask)
         idx = np.zeros((gh, gw), np.int64)
         idx[mask] = unpack(body[mask_len:], count, self.model.index_bits)
         pixels, _ = self.model.synthesise(idx, mask, midx)

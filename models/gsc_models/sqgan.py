@@ -16,6 +16,11 @@ with SPADE normalisation from the label map regenerates the image.
 
 Codebooks are EMA-updated (decay 0.99) with dead-code restarts; the commitment
 weight is 0.25.
+
+The label map's latents can be masked too (MapMasking, trained after the rest,
+which stays frozen): a map SAMM scores each map latent from the map's codebook
+indices (transmitter), and a map ADM infers the masked map indices from the kept
+ones (receiver), so a level may send only the map latents that matter.
 """
 import math
 
@@ -239,6 +244,63 @@ def top_mask(scores: torch.Tensor, fraction) -> torch.Tensor:
     k = torch.ceil(frac * flat.shape[1]).long().clamp(1, flat.shape[1])
     ranks = flat.argsort(1, descending=True).argsort(1)
     return (ranks < k[:, None]).float().view_as(scores)
+
+
+class MapMasking(nn.Module):
+    """Masking of the label-map stream, on its codebook indices [N,h,w].
+
+    samm_logits: the map SAMM's relevance logit per map latent from the full index grid (transmitter).
+    fill_logits: the map ADM's logits over the map codebook per latent from the kept indices (a mask token
+    elsewhere) and the mask (receiver); fill keeps the sent indices and takes the argmax elsewhere.
+    """
+
+    def __init__(self, map_codes=128, channels=64):
+        super().__init__()
+        self.config = {"map_codes": map_codes, "channels": channels}
+        c = channels
+        self.samm_embed = nn.Embedding(map_codes, c)
+        self.samm = nn.Sequential(nn.Conv2d(c, c, 3, 1, 1), _Res(c), _Res(c), nn.GroupNorm(8, c), nn.SiLU(),
+                                  nn.Conv2d(c, 1, 1))
+        self.adm_embed = nn.Embedding(map_codes + 1, c)      # the last row is the mask token
+        self.adm_in = nn.Conv2d(c + 1, c, 3, 1, 1)
+        self.adm_res1, self.adm_res2, self.adm_res3 = _Res(c), _Res(c), _Res(c)
+        self.attn1, self.attn2 = _MaskedAttention(c), _MaskedAttention(c)
+        self.adm_out = nn.Sequential(nn.GroupNorm(8, c), nn.SiLU(), nn.Conv2d(c, map_codes, 1))
+
+    def samm_logits(self, map_indices):
+        return self.samm(self.samm_embed(map_indices).permute(0, 3, 1, 2))[:, 0]
+
+    def fill_logits(self, map_indices, mask):
+        tokens = torch.where(mask > 0.5, map_indices, torch.full_like(map_indices, self.config["map_codes"]))
+        h = self.adm_in(torch.cat([self.adm_embed(tokens).permute(0, 3, 1, 2), mask[:, None]], 1))
+        h = self.attn1(self.adm_res1(h), mask)
+        h = self.attn2(self.adm_res2(h), mask)
+        return self.adm_out(self.adm_res3(h))
+
+    def fill(self, map_indices, mask):
+        return torch.where(mask > 0.5, map_indices, self.fill_logits(map_indices, mask).argmax(1))
+
+
+class MapSammTx(nn.Module):
+    """Export wrapper: map_indices -> map SAMM relevance in (0, 1)."""
+
+    def __init__(self, model: MapMasking):
+        super().__init__()
+        self.m = model
+
+    def forward(self, map_indices):
+        return torch.sigmoid(self.m.samm_logits(map_indices))
+
+
+class MapAdmRx(nn.Module):
+    """Export wrapper: (map_indices, map_mask) -> every map index (the sent ones kept)."""
+
+    def __init__(self, model: MapMasking):
+        super().__init__()
+        self.m = model
+
+    def forward(self, map_indices, map_mask):
+        return self.m.fill(map_indices, map_mask)
 
 
 class SqganTx(nn.Module):

@@ -276,9 +276,33 @@ def _samm_line(training: dict) -> str:
             f"{ft['minutes']} minutes).\n")
 
 
+def _map_masking_lines(card: dict) -> tuple[str, str]:
+    """(the use/training lines, the eval section) of the card's map masking, if it has one."""
+    mm = card.get("map_masking")
+    if not mm:
+        return "", ""
+    tr = mm["training"]
+    rows = "\n".join(f"| {r['masking']} | {r['map_fraction']:g} | {r['map_miou']:.3f} |" for r in mm["eval"]["table"].values())
+    lines = (f"- Map masking (map_samm.onnx at the transmitter, map_adm.onnx at the receiver, map_weights.npz): "
+             f"{mm['architecture']}; {mm['parameters']:,} parameters, trained with everything above frozen "
+             f"(sqgan weights.npz SHA-256 `{tr['sqgan_weights_sha256'][:16]}...`): `{tr['command']}` "
+             f"({tr['epochs']} epochs, {tr['minutes']} minutes); export: `{tr['export_command']}`.\n")
+    section = f"""## Eval of the map masking: {mm['eval']['dataset']}
+
+mIoU against the ground truth of the receiver's decoded map, its masked map latents filled by the map ADM.
+
+| masking | kept map fraction | map mIoU |
+| --- | --- | --- |
+{rows}
+
+"""
+    return lines, section
+
+
 def card_markdown(card: dict) -> str:
     """card.md above its Files table, from card.json alone."""
     cfg, tr, ev = card["config"], card["training"], card["eval"]
+    mm_lines, mm_section = _map_masking_lines(card)
     rows = "\n".join(f"| {r['masking']} | {r['fraction']:g} | {r['bpp']:.4f} | {r['psnr_db']:.2f} | "
                      f"{r['ms_ssim']:.3f} | {r['miou']:.3f} | {r['map_miou']:.3f} |" for r in ev["table"].values())
     prior = card["files"]["map_prior"]
@@ -289,12 +313,13 @@ def card_markdown(card: dict) -> str:
 - Architecture: {card['architecture']}; {card['parameters']:,} parameters.
 - Latent grid: 1/{DOWNSAMPLE} per side for the image ({cfg['codes']} codewords of {cfg['dim']}, {card['index_bits']}
   bits per kept index, the kept set sent as its rank among sets of its size) and for the label map
-  ({cfg['map_codes']} codewords of {cfg['map_dim']}, all sent: {card['map_index_bits']} bits per index packed, or
-  range-coded under the map prior when that is smaller).
+  ({cfg['map_codes']} codewords of {cfg['map_dim']}, {card['map_index_bits']} bits per index packed, or
+  range-coded under the map prior when that is smaller; {"the lowest levels send the map SAMM's top fraction of them, "
+  "the rest all" if card.get("map_masking") else "all sent"}).
 {data_line(tr)}- Training command (run from `models/`): `{tr['command']}`
   ({tr['epochs']} of {tr['scheduled_epochs']} scheduled epochs, {tr['minutes']} minutes on this project's
   2-core CPU machine; no GPU). A reduced model and schedule against the original's 256x512 and its GPU runs.
-{_samm_line(tr)}- Losses: class-weighted L1, MS-SSIM and discriminator feature matching in place of the perceptual loss (no
+{_samm_line(tr)}{mm_lines}- Losses: class-weighted L1, MS-SSIM and discriminator feature matching in place of the perceptual loss (no
   LPIPS/VGG weights offline), the frozen `{card['segmenter']}`'s cross entropy, hinge PatchGAN, codebook
   commitment {COMMITMENT}; EMA codebooks (0.99) with dead-code restarts.
 - Label maps: `{card['segmenter']}` (weights.npz SHA-256 `{card['segmenter_weights_sha256'][:16]}...`).
@@ -312,7 +337,7 @@ most this (`bench codec` reports what it sends). "map mIoU" scores the receiver'
 | --- | --- | --- | --- | --- | --- | --- |
 {rows}
 
-"""
+{mm_section}"""
 
 
 def rebuild_map_prior(args):
