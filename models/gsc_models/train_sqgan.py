@@ -285,8 +285,11 @@ def _map_masking_lines(card: dict) -> tuple[str, str]:
     rows = "\n".join(f"| {r['masking']} | {r['map_fraction']:g} | {r['map_miou']:.3f} |" for r in mm["eval"]["table"].values())
     lines = (f"- Map masking (map_samm.onnx at the transmitter, map_adm.onnx at the receiver, map_weights.npz): "
              f"{mm['architecture']}; {mm['parameters']:,} parameters, trained with everything above frozen "
-             f"(sqgan weights.npz SHA-256 `{tr['sqgan_weights_sha256'][:16]}...`): `{tr['command']}` "
-             f"({tr['epochs']} epochs, {tr['minutes']} minutes); export: `{tr['export_command']}`.\n")
+             f"(sqgan weights.npz SHA-256 `{tr['sqgan_weights_sha256'][:16]}...`): "
+             + (f"`{tr['init']['command']}` ({tr['init']['epochs']} epochs, {tr['init']['minutes']} minutes), "
+                "then " if tr.get("init") else "")
+             + f"`{tr['command']}` ({tr['epochs']} epochs, {tr['minutes']} minutes); export: "
+               f"`{tr['export_command']}`.\n")
     section = f"""## Eval of the map masking: {mm['eval']['dataset']}
 
 mIoU against the ground truth of the receiver's decoded map, its masked map latents filled by the map ADM.
