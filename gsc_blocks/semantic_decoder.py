@@ -78,6 +78,7 @@ class semantic_decoder(background_worker, gr.basic_block):
         self.reassembler = Reassembler(float(reassembly_timeout_s), self.service.image_symbols)
         self.reassembly_lock = threading.Lock()  # handler, timer and flush threads share it
         self.busy = 0                            # fragments being handled (a receiver waits for them)
+        self.handler_free_at = 0.0               # when the fragment handler last returned
         self.decode_ms = deque(maxlen=TIMINGS_KEPT)   # the latest, for the stats
         self.images_out = 0
         self.images_submitted = 0                # to the decode service
@@ -99,8 +100,13 @@ class semantic_decoder(background_worker, gr.basic_block):
 
     def _work(self):
         while not self._stop.wait(0.2):
+            # While the fragment handler waits on the decode service (backpressure), the fragments
+            # behind it wait in its queue: time out only on fragments it could have handled, from
+            # when it was last free.
+            if self.busy:
+                continue
             with self.reassembly_lock:
-                images = self.reassembler.expired(time.time())
+                images = self.reassembler.expired(time.time(), since=self.handler_free_at)
             self._emit(images)
 
     def handle_fragment(self, msg):
@@ -116,6 +122,7 @@ class semantic_decoder(background_worker, gr.basic_block):
         try:
             self._emit(images)
         finally:
+            self.handler_free_at = time.time()
             self.busy -= 1
 
     @staticmethod

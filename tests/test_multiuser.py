@@ -152,6 +152,48 @@ def test_decoder_ends_after_every_transmitters_end_of_stream(cifar):
     assert split_pdu(store.get_message(1))[0]["user"] == 1
 
 
+def test_a_decoder_held_up_longer_than_the_timeout_keeps_the_next_image_whole(cifar):
+    """Image B's first fragment is pending when completing image A holds the fragment handler up
+    (a busy decode service) for three reassembly timeouts; B's second fragment waits in the queue
+    meanwhile. The timer must not time B out and split it into two halves each missing a fragment."""
+    codec = make_codec("deepjscc")
+    tb = gr.top_block()
+    decoder = semantic_decoder("", 0.5, 0)
+    store, events = blocks.message_debug(), blocks.message_debug()
+    tb.msg_connect(decoder, "out", store, "store")
+    tb.msg_connect(decoder, "events", events, "store")
+    emit = decoder._emit
+
+    def held_up(images):
+        if images:
+            time.sleep(1.5)
+        emit(images)
+    decoder._emit = held_up
+    tb.start()
+    post = decoder.to_basic_block()._post
+    halves = {}
+    for image_id in (1, 2):
+        symbols = codec.encode(cifar[image_id], 20.0)
+        halves[image_id] = (symbols[:symbols.size // 2], symbols[symbols.size // 2:])
+
+    def fragment_pdu(image_id, index):
+        meta = {"image_id": image_id, "session": 3, "user": 0, "fragment_index": index, "fragment_count": 2,
+                "codec_id": codec.codec_id, "rate_index": 0, "power_level": 0, "refine_steps": 0,
+                "height": 32, "width": 32, "snr_est_db": 20.0, "snr_eff_db": 20.0}
+        return make_pdu(meta, halves[image_id][index])
+    for image_id, index in ((1, 0), (2, 0), (1, 1), (2, 1)):
+        post(pmt.intern("in"), fragment_pdu(image_id, index))
+    deadline = time.time() + 20
+    while store.num_messages() < 2 and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(1.0)
+    tb.stop()
+    tb.wait()
+    received = [split_pdu(store.get_message(k))[0] for k in range(store.num_messages())]
+    assert sorted(m["image_id"] for m in received) == [1, 2]
+    assert all(m["fragments_lost"] == 0 for m in received) and events.num_messages() == 0
+
+
 def test_multiuser_config_is_checked(tmp_path):
     config = load_config(CONFIG)
     assert config["multiuser"]["users"] == 4 and len(config["multiuser"]["snr_db"]) == 4

@@ -69,3 +69,23 @@ def test_a_restarted_transmitter_or_another_rate_never_merges_with_the_run_befor
     assert first.meta["session"] == 3 and np.all(first.symbols == 1)
     assert second.meta["session"] == 4 and np.all(second.symbols[:1024] == 2)
     assert not r.pending
+
+
+def test_a_held_up_handler_does_not_time_out_the_fragment_waiting_behind_it():
+    """The receiver's timer thread expires images counted from when its fragment handler was last free
+    (`since`): a handler held up by the decoder longer than the timeout has the image's next fragment
+    in its queue, and that image must not be split into two halves each missing a fragment."""
+    total = 2048
+    parts = fragment(np.ones(total, np.complex64), 1100)
+    r = Reassembler(timeout_s=1.0, image_symbols=lambda meta: total)
+    assert r.add(_meta(0, 2), parts[0], now=0.0) == []
+    # the handler returned at 2.0 after 2 s held up: at 2.5 the first fragment is 2.5 s old, but the
+    # handler has been free only 0.5 s
+    assert r.expired(now=2.5, since=2.0) == []
+    (image,) = r.add(_meta(1, 2), parts[1], now=2.6)
+    assert image.meta["fragments_lost"] == 0 and np.all(image.symbols == 1)
+    # with nothing more arriving, the timeout still applies from the handler's last return
+    assert r.add(_meta(0, 2), parts[0], now=3.0) == []
+    assert r.expired(now=3.9, since=3.0) == []
+    (lost,) = r.expired(now=4.1, since=3.0)
+    assert lost.meta["fragments_lost"] == 1

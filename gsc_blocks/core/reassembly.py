@@ -72,8 +72,11 @@ class Reassembler:
         done = [self._assemble(self.pending.pop(key))] if len(image.fragments) == count else []
         return done + self.expired(now)
 
-    def expired(self, now: float) -> list[AssembledImage]:
-        old = [k for k, img in self.pending.items() if now - img.last_seen > self.timeout_s]
+    def expired(self, now: float, since: float = 0.0) -> list[AssembledImage]:
+        """The images that have had no fragment for timeout_s, counted from `since` where that is later
+        (a receiver whose frame handler was held up by its decoder: the missing fragment may be
+        waiting in its queue)."""
+        old = [k for k, img in self.pending.items() if now - max(img.last_seen, since) > self.timeout_s]
         return [self._assemble(self.pending.pop(k)) for k in old]
 
     def drain(self, match=None) -> list[AssembledImage]:
