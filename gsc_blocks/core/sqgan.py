@@ -37,7 +37,6 @@ SQGAN_CODEC_ID = 12
 # the payload's first byte.
 LEVELS = ((0.05, 0.3), (0.05, 0.4), (0.05, 1.0), (0.1, 1.0), (0.2, 1.0), (0.3, 1.0), (0.4, 1.0), (0.6, 1.0),
           (0.8, 1.0), (1.0, 1.0))
-FRACTIONS = tuple(f for f, _ in LEVELS)
 CODED_MAP = 0x80            # level byte flag: the map stream is range-coded under the map prior
 
 
@@ -218,7 +217,7 @@ class SqganCodec(SegmenterCodec):
     """SQ-GAN on the digital pipeline; rate index = MCS.
 
     Variant (the name's tail): '' (each image: the highest level whose payload fits the MCS's
-    bytes), a level index into FRACTIONS ('sqgan-2'), 'random' (random masking instead of SAMM's
+    bytes), a level index into LEVELS ('sqgan-2'), 'random' (random masking instead of SAMM's
     scores, same kept fraction) or both ('sqgan-random-2').
     """
 

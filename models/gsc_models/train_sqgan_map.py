@@ -187,8 +187,6 @@ def train(args):
             raise SystemExit(f"--schedule {args.schedule!r}: stages are adm, samm, adm-mix and samm-st")
         stages += [(name, k == int(count) - 1) for k in range(int(count))]
     for epoch, (stage, last) in enumerate(stages, 1):
-        for p in mm.parameters():
-            p.requires_grad_(True)
         sums, n = {}, 0
         order = torch.randperm(len(grids), generator=gen)
         for i in tqdm(range(0, len(grids) - args.batch + 1, args.batch), desc=f"{stage} {epoch}", leave=False):
