@@ -10,6 +10,11 @@ from .pdu_util import make_pdu, split_pdu
 
 LENGTH_TAG = "packet_len"
 IDLE_CHUNK = 1024        # zeros a continuous transmitter sends at a time while it has no frame
+# Zeros sent once every frame built has gone out (the end of a burst): the receiver's correlators
+# and delay line work in blocks (about 1400 samples at the default numerology) and release a frame's
+# tail only when samples after it arrive. A radio's receive stream never stops; a ZMQ stream does
+# while the transmitter waits for its encoder, and the frame before the pause then waited there.
+RELEASE_ZEROS = 4096
 FRAME_QUEUE_SYMBOLS = 1 << 19   # frame symbols (4 MiB) the PDU-to-stream buffer holds; see ofdm_analog_tx
 
 
@@ -83,6 +88,11 @@ class tail_flusher(gr.basic_block):
     'after' samples have passed, so they never land inside a frame. Tags move with
     their samples (the zeros shift them, which the default propagation would not
     follow: a channel reading gsc_slot tags would stay on the first slot).
+
+    With `built` set (a callable: the frame samples built so far), RELEASE_ZEROS zeros
+    also go out by themselves whenever every frame built has passed and no zeros
+    followed them yet: the end of each burst reaches the receiver without waiting
+    for the next burst.
     """
 
     def __init__(self):
@@ -93,10 +103,12 @@ class tail_flusher(gr.basic_block):
         self.frames_end = 0      # output offset just after the last frame sample passed
         self.release_after = 0
         self.lock = threading.Lock()
-        # Continuous: a callable giving the frame samples built so far; while every one of them
-        # has passed, zeros go out (a radio on the air idles with zeros between bursts). A
-        # multi-user air sums such streams, and a sum needs every input to keep flowing.
-        self.built = None
+        self.built = None        # callable: the frame samples built so far (releases bursts)
+        self.released = 0        # frame samples passed when zeros last followed them
+        # Continuous: while every frame built has passed, zeros go out (a radio on the air idles
+        # with zeros between bursts). A multi-user air sums such streams, and a sum needs every
+        # input to keep flowing.
+        self.continuous = False
         self.message_port_register_in(pmt.intern("flush"))
         self.set_msg_handler(pmt.intern("flush"), self.handle_flush)
 
@@ -115,11 +127,17 @@ class tail_flusher(gr.basic_block):
     def idle(self) -> bool:
         return self.pending == 0
 
-    def _idle_fill(self) -> bool:
+    def _all_passed(self) -> bool:
         return self.built is not None and self.passed >= self.built()
 
+    def _idle_fill(self) -> bool:
+        return self.continuous and self._all_passed()
+
+    def _release_due(self) -> bool:
+        return self.passed > self.released and self._all_passed()
+
     def forecast(self, noutput_items, ninputs):
-        ready = (self.pending and self.passed >= self.release_after) or self._idle_fill()
+        ready = (self.pending and self.passed >= self.release_after) or self._idle_fill() or self._release_due()
         return [0 if ready else noutput_items]
 
     def general_work(self, input_items, output_items):
@@ -134,14 +152,19 @@ class tail_flusher(gr.basic_block):
             self.frames_end = self.nitems_written(0) + n
             return n
         with self.lock:
+            if not self.pending and not self.continuous and self._release_due():
+                self.pending = RELEASE_ZEROS
+                self.release_after = max(self.release_after, self.passed)
             if self.pending and self.passed >= self.release_after:
                 n = min(self.pending, len(output_items[0]))
                 output_items[0][:n] = 0
                 self.pending -= n
+                self.released = self.passed
                 return n
         if self._idle_fill():
             n = min(IDLE_CHUNK, len(output_items[0]))
             output_items[0][:n] = 0
+            self.released = self.passed
             return n
         return 0
 
@@ -162,8 +185,10 @@ class ofdm_analog_tx(gr.hier_block2):
             which must hold a whole frame.
         idle_zeros: zero samples sent after every frame (0: none); a closed loop
             that waits for each frame's report needs them over ZMQ.
-        guard_symbols: OFDM symbols (pilots only) closing each frame, so the
-            receiver's delay line releases the frame even when it is the last one.
+        guard_symbols: OFDM symbols of fixed QPSK closing each frame.
+
+    Once every frame built has gone out, RELEASE_ZEROS zeros follow by themselves, so the
+    receiver releases the last frame of a burst without waiting for the next burst.
     """
 
     def __init__(self, fft_len=64, cp_len=16, occupied_carriers=None, pilot_carriers=None,
@@ -175,6 +200,7 @@ class ofdm_analog_tx(gr.hier_block2):
 
         self.flusher = tail_flusher()
         self.builder = frame_builder(numerology, guard_symbols, self.flusher, idle_zeros)
+        self.flusher.built = lambda: self.builder.samples_queued
         to_stream = pdu.pdu_to_tagged_stream(gr.types.complex_t, LENGTH_TAG)
         allocator = digital.ofdm_carrier_allocator_cvc(
             fft_len, [list(numerology.occupied_carriers)], [list(numerology.pilot_carriers)],

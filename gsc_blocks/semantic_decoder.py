@@ -27,7 +27,8 @@ class semantic_decoder(background_worker, gr.basic_block):
     conditioned on the measured SNR (AWGN-equivalent, from the receiver's
     channel estimate). A fragment that never arrives is decoded as an erasure
     (zero symbols) once the image's timeout passes or a flush comes, and
-    reported in the image's metadata.
+    reported in the image's metadata; should it come after all, it is dropped and
+    reported on 'events' (fragment_late), never decoded as a second copy.
 
     The diffusion refiner (models/refiner) then refines the JSCC output in
     refine_steps DDIM steps: the header's value (the transmitter's choice, e.g.
@@ -118,7 +119,16 @@ class semantic_decoder(background_worker, gr.basic_block):
             return
         with self.reassembly_lock:
             self.busy += 1
+            late = self.reassembler.late
             images = self.reassembler.add(meta, np.asarray(symbols, np.complex64), time.time())
+            late = self.reassembler.late > late
+        if late:
+            self.message_port_pub(pmt.intern("events"), pmt.to_pmt(
+                {"event": "fragment_late", "image_id": int(meta.get("image_id", -1)),
+                 "fragment_index": int(meta.get("fragment_index", -1)), "session": int(meta.get("session", 0)),
+                 "user": int(meta.get("user", 0)), "time": time.time(),
+                 "reason": "came after its image was decoded without it (dropped); if the link is this slow, "
+                           "raise rx.reassembly_timeout_s"}))
         try:
             self._emit(images)
         finally:

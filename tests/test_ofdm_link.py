@@ -3,6 +3,7 @@ ofdm_analog_tx -> gsc_channel (gr-channels) -> ofdm_analog_rx."""
 import json
 
 import numpy as np
+import pmt
 import pytest
 from gnuradio import blocks, gr
 
@@ -201,6 +202,40 @@ def test_bench_frames_counts_every_frame_and_fits_the_loss(tmp_path):
     assert stock["frames"] == 24 and stock["frames_decoded"] >= 22 and stock["payload_bytes"] == 128
     assert stock["frames_msps"] > 0
     assert result["receive_rate_vs_stock"] == round(rate["frames_msps"] / stock["frames_msps"], 3)
+
+
+def test_the_last_frame_before_a_pause_reaches_the_receiver_without_a_flush():
+    """A ZMQ stream stops while the transmitter waits for its encoder; the receiver's correlators
+    work in blocks and hold a frame's tail until samples after it come. The transmitter sends zeros
+    at the end of each burst by itself, so a paused link still delivers the frame before the pause
+    (it used to come only with the next image, seconds later: the reassembly timeout split images)."""
+    import time
+    from gsc_blocks.pdu_util import make_pdu, split_pdu
+    from gsc_blocks.ofdm_analog_tx import RELEASE_ZEROS
+    tb = gr.top_block()
+    tx, rx, store = ofdm_analog_tx(amplitude=0.1), ofdm_analog_rx(), blocks.message_debug()
+    tb.connect(tx, gsc_channel(snr_db=20.0, amplitude=0.1, seed=2), rx)
+    tb.msg_connect(rx, "out", store, "store")
+    sent = gaussian_symbols(np.random.default_rng(4), 3072)
+    tb.start()
+    try:
+        for burst in range(2):
+            tx.builder.to_basic_block()._post(pmt.intern("in"), make_pdu(fragment_meta(burst, 3072), sent))
+            deadline = time.time() + 20
+            while store.num_messages() <= burst and time.time() < deadline:
+                time.sleep(0.02)
+            assert store.num_messages() == burst + 1, f"frame {burst} held at the receiver"
+            # one burst of zeros per pause, not a stream of them
+            expected = tx.builder.samples_queued + (burst + 1) * RELEASE_ZEROS
+            while tx.flusher.nitems_written(0) < expected and time.time() < deadline:
+                time.sleep(0.02)
+            time.sleep(0.2)
+            assert tx.flusher.nitems_written(0) == expected
+    finally:
+        tb.stop()
+        tb.wait()
+    meta, symbols = split_pdu(store.get_message(1))
+    assert meta["image_id"] == 1 and 10 * np.log10(1 / np.mean(np.abs(symbols - sent) ** 2)) > 17
 
 
 def _record_frames(snr_db, lengths, n_frames, cfo=0.0, taps=(1.0,), seed=3):

@@ -85,7 +85,26 @@ def test_a_held_up_handler_does_not_time_out_the_fragment_waiting_behind_it():
     (image,) = r.add(_meta(1, 2), parts[1], now=2.6)
     assert image.meta["fragments_lost"] == 0 and np.all(image.symbols == 1)
     # with nothing more arriving, the timeout still applies from the handler's last return
-    assert r.add(_meta(0, 2), parts[0], now=3.0) == []
+    assert r.add(_meta(0, 2) | {"image_id": 8}, parts[0], now=3.0) == []
     assert r.expired(now=3.9, since=3.0) == []
     (lost,) = r.expired(now=4.1, since=3.0)
     assert lost.meta["fragments_lost"] == 1
+
+
+def test_a_fragment_after_its_image_timed_out_is_dropped_as_late_not_decoded_again():
+    """The image went to the decoder with the fragment as an erasure; the fragment, coming after
+    all, must not start a second copy of the image (missing the other fragments) that is decoded
+    and reported again."""
+    total = 2048
+    parts = fragment(np.ones(total, np.complex64), 1100)
+    r = Reassembler(timeout_s=1.0, image_symbols=lambda meta: total)
+    assert r.add(_meta(0, 2), parts[0], now=0.0) == []
+    (image,) = r.expired(now=1.5)
+    assert image.meta["fragments_missing"] == [1]
+    assert r.add(_meta(1, 2), parts[1], now=2.0) == [] and r.late == 1
+    assert r.add(_meta(0, 2), parts[0], now=2.1) == [] and r.late == 2      # a copy of one it had
+    assert not r.pending and r.expired(now=10.0) == [] and r.drain() == []
+    # the next image, and the same id from a restarted transmitter, are new images
+    assert r.add(_meta(0, 2) | {"image_id": 8}, parts[0], now=3.0) == [] and len(r.pending) == 1
+    (restarted,) = r.add(_meta(0, 1) | {"session": 9}, np.ones(total, np.complex64), now=3.1)
+    assert restarted.meta["session"] == 9 and restarted.meta["fragments_lost"] == 0 and r.late == 2

@@ -191,7 +191,7 @@ class user_tx:
                                  max_fragment_symbols=ofdm["max_fragment_symbols"],
                                  idle_zeros=4096 if ctrl["enabled"] and not continuous else 0)
         if continuous:
-            self.tx.flusher.built = lambda: self.tx.builder.samples_queued
+            self.tx.flusher.continuous = True
         # Backpressure: the source waits while images wait for the encoder, or framed samples
         # for the radio, beyond a bound, so a long batch never piles up in memory.
         self.source.hold = lambda: (self.source.sent - self.encoder.images_handled > MAX_IMAGES_AHEAD

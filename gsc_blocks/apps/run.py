@@ -276,7 +276,8 @@ def run_rx(args) -> int:
     top.wait()
     stats = {"frames_ok": top.rx.header_decoder.frames_ok,
              "header_failures": top.rx.header_decoder.frames_failed,
-             "images_decoded": top.sink.count, "decode_ms": list(top.decoder.decode_ms),
+             "images_decoded": top.sink.count, "fragments_late": top.decoder.reassembler.late,
+             "decode_ms": list(top.decoder.decode_ms),
              "ended": ended, "events": top.event_list(), "t_start": t_start, "t_end": time.time(),
              "malloc": allocator(), **top.uhd_counts()}
     (out / "rx_stats.json").write_text(json.dumps(stats, default=str))

@@ -1,4 +1,5 @@
 """Fragment reassembly per image id, with erasures for fragments that never come."""
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -36,7 +37,14 @@ class Reassembler:
     symbols agrees (session, user, id, codec, rate, fragment count, size), so a
     restarted transmitter (new session, ids from 0 again) or an id that wrapped
     never merges with the transmission before it.
+
+    A fragment of an image already handed on (it timed out, was drained, or a copy
+    of a fragment it already has comes again) is late: it is counted in `late` and
+    dropped, so the image is never decoded a second time from that fragment alone.
+    The last DONE_KEPT images handed on are remembered for this.
     """
+
+    DONE_KEPT = 4096
 
     IMAGE_KEYS = ("session", "user", "image_id", "fragment_count", "codec_id", "rate_index", "power_level",
                   "refine_steps", "height", "width")
@@ -48,9 +56,14 @@ class Reassembler:
         self.image_symbols = image_symbols
         self.pending: dict[tuple, PendingImage] = {}
         self.orphans = 0
+        self.late = 0
+        self.done: OrderedDict[tuple, None] = OrderedDict()    # keys of the images handed on
 
     def add(self, meta: dict, symbols: np.ndarray, now: float) -> list[AssembledImage]:
         key = tuple(int(meta.get(k, 0)) for k in self.KEY_FIELDS)
+        if key in self.done:
+            self.late += 1
+            return self.expired(now)
         image = self.pending.get(key)
         if image is None and not 0 <= int(meta["fragment_index"]) < int(meta["fragment_count"]):
             self.orphans += 1              # damaged, and of no image pending: nothing to decode
@@ -69,7 +82,7 @@ class Reassembler:
             image.fragments[index] = (symbols, noise)
         image.meta["snr_est_db_frames"].append(float(meta["snr_est_db"]))
         image.last_seen = now
-        done = [self._assemble(self.pending.pop(key))] if len(image.fragments) == count else []
+        done = [self._assemble(key)] if len(image.fragments) == count else []
         return done + self.expired(now)
 
     def expired(self, now: float, since: float = 0.0) -> list[AssembledImage]:
@@ -77,14 +90,18 @@ class Reassembler:
         (a receiver whose frame handler was held up by its decoder: the missing fragment may be
         waiting in its queue)."""
         old = [k for k, img in self.pending.items() if now - max(img.last_seen, since) > self.timeout_s]
-        return [self._assemble(self.pending.pop(k)) for k in old]
+        return [self._assemble(k) for k in old]
 
     def drain(self, match=None) -> list[AssembledImage]:
         """Every pending image now, or those whose meta match(meta) accepts."""
         keys = [k for k, img in self.pending.items() if match is None or match(img.meta)]
-        return [self._assemble(self.pending.pop(k)) for k in keys]
+        return [self._assemble(k) for k in keys]
 
-    def _assemble(self, image: PendingImage) -> AssembledImage:
+    def _assemble(self, key: tuple) -> AssembledImage:
+        image = self.pending.pop(key)
+        self.done[key] = None
+        if len(self.done) > self.DONE_KEPT:
+            self.done.popitem(last=False)
         meta = image.meta
         # The sizes come from the codec only here: asking it at the first fragment opened its
         # ONNX session early, and ONNX Runtime then crashed in the decode (a Kodak image, 41 fragments).
