@@ -12,8 +12,8 @@ from PIL import Image
 from gsc_blocks.core.models import CodecError, load_card
 from gsc_blocks.core.registry import codec_for_id, make_codec
 from gsc_blocks.core.segmentation import Segmenter
-from gsc_blocks.core.sqgan import LEVELS, SQGAN_CODEC_ID, MapPrior, SqganCodec, SqganModel, decode_mask, \
-    encode_mask, kept_count, mask_bytes, pack, unpack
+from gsc_blocks.core.sqgan import LEVELS, PROBE_FIRST, SQGAN_CODEC_ID, MapPrior, SqganCodec, SqganModel, \
+    decode_mask, encode_mask, kept_count, mask_bytes, pack, random_mask, refined_mask, top_mask, unpack
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = REPO / "models"
@@ -139,7 +139,7 @@ def test_masked_map_levels_send_the_map_samm_top_latents_and_fill_the_rest(sqgan
     image = frame()
     rand = make_codec("sqgan-random", MODELS)
     analysis = sqgan._analysis(image)
-    midx = analysis[2]
+    midx, labels = analysis[2], analysis[6]
     for level in (0, 1):
         map_kept = kept_count(LEVELS[level][1], GRID)
         assert map_kept < GRID
@@ -148,7 +148,9 @@ def test_masked_map_levels_send_the_map_samm_top_latents_and_fill_the_rest(sqgan
         mask = decode_mask(stream[:mask_bytes(GRID, map_kept)], GRID, map_kept).reshape(12, 16)
         scores = sqgan.model.map_scores(midx)
         assert scores.shape == (12, 16) and ((scores > 0) & (scores < 1)).all()
-        assert scores[mask].min() >= scores[~mask].max()                 # the map SAMM's top latents
+        # the map SAMM's top half of the kept count, then the map probe's rounds
+        assert top_mask(scores, round(map_kept * PROBE_FIRST))[~mask].sum() == 0
+        assert np.array_equal(mask, refined_mask(scores, lambda m: sqgan.model.map_error(midx, m, labels), map_kept))
         o_stream = other[3:3 + int.from_bytes(other[1:3], "big")]
         o_mask = decode_mask(o_stream[:mask_bytes(GRID, map_kept)], GRID, map_kept).reshape(12, 16)
         assert o_mask.sum() == map_kept and not np.array_equal(o_mask, mask)
@@ -157,6 +159,25 @@ def test_masked_map_levels_send_the_map_samm_top_latents_and_fill_the_rest(sqgan
         assert sqgan.decode_payload(payload, 192, 256).shape == (192, 256, 3)
     # fewer map latents, fewer bits; every level below in size the next
     assert len(sqgan.encode_level(image, 0)) < len(sqgan.encode_level(image, 1)) < len(sqgan.encode_level(image, 2))
+
+
+def test_the_probed_map_mask_leaves_the_receivers_map_less_wrong_than_samm_or_random(sqgan):
+    """What the map probe is for: the receiver's decoded map (rx.onnx) against the sent map, with the
+    masks each choice gives at the two masked levels, summed over the sample frames."""
+    wrong = {"probed": 0, "samm": 0, "random": 0}
+    for name in NAMES:
+        image = frame(name)
+        idx, _, midx, seed, _, _, labels = sqgan._analysis(image)
+        scores = sqgan.model.map_scores(midx)
+        for level in (0, 1):
+            count = kept_count(LEVELS[level][1], GRID)
+            masks = {"probed": sqgan.map_mask(sqgan._analysis(image), count), "samm": top_mask(scores, count),
+                     "random": random_mask(midx.shape, count, seed ^ 0x5A5A5A5A)}
+            for key, mask in masks.items():
+                assert mask.sum() == count
+                _, received = sqgan.model.synthesise(idx, np.ones_like(mask), sqgan.model.fill_map(midx, mask))
+                wrong[key] += int((received != labels).sum())
+    assert wrong["probed"] < 0.9 * wrong["samm"] and wrong["probed"] < 0.9 * wrong["random"], wrong
 
 
 def test_map_masking_onnx_matches_torch():
@@ -171,6 +192,31 @@ def test_map_masking_onnx_matches_torch():
         t_fill = mm.fill(torch.from_numpy(midx[None]), torch.from_numpy(mask[None].astype(np.float32)))[0].numpy()
     assert np.abs(runtime.map_scores(midx) - t_scores).max() < 1e-4
     assert (runtime.fill_map(midx, mask) == t_fill).mean() > 0.98
+
+
+def test_map_probe_onnx_matches_torch_and_both_refine_alike():
+    torch = pytest.importorskip("torch")
+    from gsc_models.cards import load_weights_npz
+    from gsc_models.sqgan import MapProbeTx, refined_map_mask
+    from gsc_models.train_sqgan_map import load_map_masking
+    probe = MapProbeTx(load_map_masking(MODELS / "sqgan"), load_weights_npz("sqgan", MODELS / "sqgan").eval())
+    runtime = SqganModel(models_dir=MODELS)
+    sqgan = make_codec("sqgan", MODELS)
+    _, _, midx, _, _, _, labels = sqgan._analysis(frame())
+    mask = np.random.default_rng(8).random((12, 16)) < 0.3
+
+    def t_error(m):
+        with torch.no_grad():
+            return probe(torch.from_numpy(midx[None]), torch.as_tensor(m[None], dtype=torch.float32),
+                         torch.from_numpy(labels[None].astype(np.int64)))[0].numpy()
+    error = runtime.map_error(midx, mask, labels)
+    assert error.shape == (12, 16) and 0 <= error.min() and error.max() <= 1 and error[~mask].sum() > 0
+    assert np.abs(error - t_error(mask)).mean() < 0.01
+    scores = runtime.map_scores(midx)
+    with torch.no_grad():
+        t_mask = refined_map_mask(torch.from_numpy(scores[None]), lambda m: torch.from_numpy(t_error(m[0].numpy())[None]),
+                                  58)[0].numpy() > 0.5
+    assert np.array_equal(refined_mask(scores, t_error, 58), t_mask) and t_mask.sum() == 58
 
 
 def test_a_tampered_map_prior_is_refused(tmp_path):

@@ -4,8 +4,11 @@ Transmitter: the CamVid segmenter's own map of the image; models/sqgan's tx.onnx
 gives per latent (1/16 per side) an image codebook index and a SAMM relevance
 score, and per map latent a map codebook index; map_samm.onnx scores the map
 latents. A level (LEVELS) keeps a fraction of the image latents and a fraction
-of the map latents: the top-scored ones (`sqgan`), or random sets of the same
-sizes (`sqgan-random`, the comparison that shows what relevance buys).
+of the map latents (`sqgan`): the top-scored image latents; for the map, half
+the kept count by the map SAMM's score, the rest added in rounds where
+map_probe.onnx (the receiver's map ADM and map decoder, run at the
+transmitter) shows the receiver's map most wrong. `sqgan-random` keeps random
+sets of the same sizes (the comparison that shows what relevance buys).
 map_adm.onnx fills the masked map latents; rx.onnx decodes the map, fills the
 masked image latents (ADM) and regenerates the image.
 
@@ -38,6 +41,10 @@ SQGAN_CODEC_ID = 12
 LEVELS = ((0.05, 0.3), (0.05, 0.4), (0.05, 1.0), (0.1, 1.0), (0.2, 1.0), (0.3, 1.0), (0.4, 1.0), (0.6, 1.0),
           (0.8, 1.0), (1.0, 1.0))
 CODED_MAP = 0x80            # level byte flag: the map stream is range-coded under the map prior
+# The map mask (sqgan, not sqgan-random): the map SAMM's top PROBE_FIRST of the kept count, then in
+# PROBE_ROUNDS rounds the latents where the receiver's map (map_probe.onnx) errs most.
+PROBE_FIRST = 0.5
+PROBE_ROUNDS = 8
 
 
 def kept_count(fraction: float, grid: int) -> int:
@@ -49,6 +56,27 @@ def top_mask(scores: np.ndarray, count: int) -> np.ndarray:
     flat = scores.ravel()
     keep = np.zeros(flat.size, bool)
     keep[np.argsort(-flat, kind="stable")[:count]] = True
+    return keep.reshape(scores.shape)
+
+
+def refined_mask(scores: np.ndarray, error, count: int, first: float = PROBE_FIRST,
+                 rounds: int = PROBE_ROUNDS) -> np.ndarray:
+    """bool mask of `count` latents: the top round(first x count) scores, then in `rounds` rounds the
+    unkept latents where error(mask) is highest (ties to the higher score, then raster order). As
+    models/gsc_models/sqgan.py refined_map_mask."""
+    flat = scores.ravel().astype(np.float32)
+    keep = np.zeros(flat.size, bool)
+    first_count = max(1, int(round(count * first)))
+    keep[np.argsort(-flat, kind="stable")[:first_count]] = True
+    left = count - first_count
+    for r in range(rounds):
+        if left <= 0:
+            break
+        step = -(-left // (rounds - r))
+        value = np.asarray(error(keep.reshape(scores.shape)), np.float32).ravel() + np.float32(1e-3) * flat
+        value[keep] = -1e9
+        keep[np.argsort(-value, kind="stable")[:step]] = True
+        left -= step
     return keep.reshape(scores.shape)
 
 
@@ -207,6 +235,13 @@ class SqganModel:
         """The map SAMM's relevance [h, w] of each map latent."""
         return self.session("map_samm").run(None, {"map_indices": map_indices[None].astype(np.int64)})[0][0]
 
+    def map_error(self, map_indices: np.ndarray, mask: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        """Per map latent [h, w], the share of its pixels the receiver's map (map ADM fill, map decoder)
+        gets wrong against the sent map `labels` [H, W], with this mask (map_probe.onnx)."""
+        return self.session("map_probe").run(None, {
+            "map_indices": map_indices[None].astype(np.int64), "map_mask": mask[None].astype(np.float32),
+            "labels": labels[None].astype(np.int64)})[0][0]
+
     def fill_map(self, map_indices: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """Every map index [h, w]: the sent ones (mask) kept, the map ADM's estimate elsewhere."""
         return self.session("map_adm").run(None, {"map_indices": map_indices[None].astype(np.int64),
@@ -251,27 +286,29 @@ class SqganCodec(SegmenterCodec):
         return f"kept {image:g}" + (f" map {labels:g}" if labels < 1 else "")
 
     def _analysis(self, image: np.ndarray):
-        """[indices, scores, map_indices, seed, {map kept count: map stream}, map scores] of an image,
-        cached (a benchmark sends it at several levels)."""
+        """[indices, scores, map_indices, seed, {map kept count: map stream}, map scores, the sent map]
+        of an image, cached (a benchmark sends it at several levels)."""
         key = self._key(image)
         if key not in self._cache:
             if len(self._cache) > 2000:
                 self._cache.clear()
             labels = self.segmenter.predict(image)[0]
             idx, scores, midx = self.model.analyse(image, labels)
-            self._cache[key] = [idx, scores, midx, int.from_bytes(bytes.fromhex(key[:8]), "big"), {}, None]
+            self._cache[key] = [idx, scores, midx, int.from_bytes(bytes.fromhex(key[:8]), "big"), {}, None,
+                                labels]
         return self._cache[key]
 
     def map_mask(self, analysis, count: int) -> np.ndarray:
-        """The kept map latents: the map SAMM's top `count`, or a random set of that size."""
-        midx, seed = analysis[2], analysis[3]
+        """The kept map latents: the map SAMM's choice refined by the map probe (refined_mask), or a
+        random set of that size."""
+        midx, seed, labels = analysis[2], analysis[3], analysis[6]
         if count >= midx.size:
             return np.ones(midx.shape, bool)
         if self.random:
             return random_mask(midx.shape, count, seed ^ 0x5A5A5A5A)
         if analysis[5] is None:
             analysis[5] = self.model.map_scores(midx)
-        return top_mask(analysis[5], count)
+        return refined_mask(analysis[5], lambda mask: self.model.map_error(midx, mask, labels), count)
 
     def map_stream(self, midx: np.ndarray, kept: np.ndarray | None = None) -> tuple[int, bytes]:
         """(CODED_MAP or 0, stream): the map mask's rank, then the smaller of the kept indices packed and

@@ -303,6 +303,46 @@ class MapAdmRx(nn.Module):
         return self.m.fill(map_indices, map_mask)
 
 
+PROBE_FIRST = 0.5      # share of a refined map mask taken from the map SAMM's top scores
+PROBE_ROUNDS = 8       # rounds that add the latents the receiver's map gets most wrong
+
+
+class MapProbeTx(nn.Module):
+    """Export wrapper (transmitter): (map_indices, map_mask, the sent map [N,H,W]) -> per map latent
+    [N,h,w], the share of its 16x16 pixels that the receiver's map (map ADM fill, map decoder) gets
+    wrong with this mask."""
+
+    def __init__(self, masking: MapMasking, model: SQGAN):
+        super().__init__()
+        self.mm, self.m = masking, model
+
+    def forward(self, map_indices, map_mask, labels):
+        filled = self.mm.fill(map_indices, map_mask)
+        decoded = self.m.decode_map(self.m.map_vq.lookup(filled)).argmax(1)
+        return F.avg_pool2d((decoded != labels).float()[:, None], DOWNSAMPLE)[:, 0]
+
+
+def refined_map_mask(scores, probe, count: int, first=PROBE_FIRST, rounds=PROBE_ROUNDS):
+    """Map mask [N,h,w] of `count` latents per image: the map SAMM's top round(first x count), then in
+    `rounds` rounds the masked latents where probe(mask) (MapProbeTx's error) is highest, ties to the
+    higher score (the transmitter runs the receiver's map ADM and decoder to see what it would miss)."""
+    n = scores.shape[0]
+    flat = scores.reshape(n, -1)
+    mask = torch.zeros_like(flat)
+    k0 = max(1, int(round(count * first)))
+    mask.scatter_(1, flat.argsort(dim=1, descending=True, stable=True)[:, :k0], 1.0)
+    left = count - k0
+    for r in range(rounds):
+        if left <= 0:
+            break
+        step = -(-left // (rounds - r))
+        value = probe(mask.view_as(scores)).reshape(n, -1) + 1e-3 * flat
+        value = torch.where(mask > 0.5, torch.full_like(value, -1e9), value)
+        mask.scatter_(1, value.argsort(dim=1, descending=True, stable=True)[:, :step], 1.0)
+        left -= step
+    return mask.view_as(scores)
+
+
 class SqganTx(nn.Module):
     """Export wrapper: (image, one-hot map) -> (indices, scores, map_indices)."""
 

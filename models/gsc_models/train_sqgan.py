@@ -290,6 +290,9 @@ def _map_masking_lines(card: dict) -> tuple[str, str]:
                 "then " if tr.get("init") else "")
              + f"`{tr['command']}` ({tr['epochs']} epochs, {tr['minutes']} minutes); export: "
                f"`{tr['export_command']}`.\n")
+    if mm.get("probe"):
+        lines += (f"- Map probe (map_probe.onnx at the transmitter; the sqgan codec's map mask, `samm+probe`): "
+                  f"{mm['probe']['method']}; export: `{mm['probe']['export_command']}`.\n")
     section = f"""## Eval of the map masking: {mm['eval']['dataset']}
 
 mIoU against the ground truth of the receiver's decoded map, its masked map latents filled by the map ADM.
@@ -317,8 +320,9 @@ def card_markdown(card: dict) -> str:
 - Latent grid: 1/{DOWNSAMPLE} per side for the image ({cfg['codes']} codewords of {cfg['dim']}, {card['index_bits']}
   bits per kept index, the kept set sent as its rank among sets of its size) and for the label map
   ({cfg['map_codes']} codewords of {cfg['map_dim']}, {card['map_index_bits']} bits per index packed, or
-  range-coded under the map prior when that is smaller; {"the lowest levels send the map SAMM's top fraction of them, "
-  "the rest all" if card.get("map_masking") else "all sent"}).
+  range-coded under the map prior when that is smaller; {"the lowest levels send a fraction of them, chosen by the map SAMM"
+  + (" and the map probe" if card.get("map_masking", {}).get("probe") else "") + ", the rest all"
+  if card.get("map_masking") else "all sent"}).
 {data_line(tr)}- Training command (run from `models/`): `{tr['command']}`
   ({tr['epochs']} of {tr['scheduled_epochs']} scheduled epochs, {tr['minutes']} minutes on this project's
   2-core CPU machine; no GPU). A reduced model and schedule against the original's 256x512 and its GPU runs.

@@ -4,6 +4,7 @@
     python -m gsc_models.train_sqgan_map --init ../runs/sqgan_map/checkpoint.pt --schedule samm-st:3,adm-mix:2 \
         --out ../runs/sqgan_map2
     python -m gsc_models.train_sqgan_map --export ../runs/sqgan_map2/checkpoint.pt --out ../models/sqgan
+    python -m gsc_models.train_sqgan_map --export-probe --out ../models/sqgan
 
 Everything of models/sqgan stays frozen (its files keep their SHA-256). The data
 are the map branch's codebook indices of CamVid train: the segmenter's maps,
@@ -29,9 +30,12 @@ adm:6,samm:3,adm-mix:3):
    this learns that a region's first latent matters.
 --export writes map_samm.onnx, map_adm.onnx and map_weights.npz into --out (the
 sqgan folder) and adds them, the training record and an eval table to its card.
+--export-probe then writes map_probe.onnx, with which the transmitter refines the
+map SAMM's choice (sqgan.refined_map_mask), and evaluates that masking too.
 """
 import argparse
 import json
+import math
 import shlex
 import sys
 import time
@@ -46,7 +50,8 @@ from .camvid import class_iou, class_weights, confusion, load_camvid
 from .cards import MODELS_DIR, file_entry, load_weights_npz, save_weights_npz, write_card
 from .data import datasets_root, manifest_sha256
 from .registry import MODELS
-from .sqgan import DOWNSAMPLE, MapAdmRx, MapMasking, MapSammTx, one_hot, top_mask
+from .sqgan import (DOWNSAMPLE, PROBE_FIRST, PROBE_ROUNDS, MapAdmRx, MapMasking, MapProbeTx, MapSammTx,
+                    one_hot, refined_map_mask, top_mask)
 from .train_segmenter import predict, to_tensor
 from .train_sqgan import card_markdown, random_mask
 
@@ -129,17 +134,24 @@ def samm_st_loss(sqgan, mm, grid, sent, weights, args, gen):
 
 
 @torch.no_grad()
-def evaluate(sqgan, mm, maps, truth, fractions=EVAL_FRACTIONS, seed=0) -> dict:
-    """Per kept map fraction and masking (SAMM, random): mIoU against the ground truth of the map the
-    receiver decodes (its map ADM filling the masked latents)."""
+def evaluate(sqgan, mm, maps, truth, fractions=EVAL_FRACTIONS, seed=0, probe=False) -> dict:
+    """Per kept map fraction and masking (SAMM, random; with probe, also SAMM refined by the map
+    probe, as the sqgan codec masks): mIoU against the ground truth of the map the receiver decodes
+    (its map ADM filling the masked latents)."""
     mm.eval()
     table = {}
     x = torch.from_numpy(maps)
     grid = torch.cat([sqgan.map_vq.indices(sqgan.encode_map(one_hot(x[i:i + 16]))) for i in range(0, len(x), 16)])
-    for name in ("samm", "random"):
+    prober = MapProbeTx(mm, sqgan)
+    for name in ("samm+probe", "samm", "random") if probe else ("samm", "random"):
         gen = torch.Generator().manual_seed(seed)
         for f in fractions:
-            mask = top_mask(mm.samm_logits(grid), f) if name == "samm" else random_mask(grid.shape, f, gen)
+            if name == "samm+probe":
+                count = max(1, min(grid[0].numel(), math.ceil(f * grid[0].numel() - 1e-9)))
+                mask = refined_map_mask(torch.sigmoid(mm.samm_logits(grid)), lambda m: torch.cat(
+                    [prober(grid[i:i + 16], m[i:i + 16], x[i:i + 16].long()) for i in range(0, len(x), 16)]), count)
+            else:
+                mask = top_mask(mm.samm_logits(grid), f) if name == "samm" else random_mask(grid.shape, f, gen)
             filled = mm.fill(grid, mask)
             rx = torch.cat([sqgan.decode_map(sqgan.map_vq.lookup(filled[i:i + 16])).argmax(1)
                             for i in range(0, len(x), 16)]).numpy()
@@ -283,6 +295,42 @@ def export(args):
     return 0
 
 
+def export_probe(args):
+    """map_probe.onnx into the sqgan folder --out, from its shipped weights and map masking (nothing
+    is trained): the transmitter's view of the receiver's map, for the refined map mask."""
+    out = Path(args.out)
+    card = json.loads((out / "card.json").read_text())
+    sqgan = load_weights_npz(NAME, out).eval()
+    mm = load_map_masking(out)
+    idx, mask, labels = torch.zeros(1, 12, 16, dtype=torch.long), torch.ones(1, 12, 16), \
+        torch.zeros(1, 192, 256, dtype=torch.long)
+    grid, pixels = {0: "batch", 1: "grid_h", 2: "grid_w"}, {0: "batch", 1: "height", 2: "width"}
+    torch.onnx.export(MapProbeTx(mm, sqgan), (idx, mask, labels), out / "map_probe.onnx",
+                      input_names=["map_indices", "map_mask", "labels"], output_names=["map_error"],
+                      dynamic_axes={"map_indices": grid, "map_mask": grid, "labels": pixels, "map_error": grid},
+                      opset_version=17, dynamo=False)
+    card["files"]["map_probe"] = file_entry(out, "map_probe.onnx", inputs={
+        "map_indices": "int64 [N,H/16,W/16] every map index", "map_mask": "float32 [N,H/16,W/16] 1 where sent",
+        "labels": "int64 [N,H,W] the sent label map"},
+        outputs={"map_error": "float32 [N,H/16,W/16] share of each latent's pixels the receiver's map gets wrong"})
+    root = datasets_root(args.data)
+    segmenter = load_weights_npz(SEGMENTER, MODELS_DIR / SEGMENTER)
+    test_u8, test_y, _ = load_camvid("test", root)
+    test_u8, test_y = test_u8[:args.eval_images], test_y[:args.eval_images]
+    masking = card["map_masking"]
+    masking["probe"] = {
+        "first": PROBE_FIRST, "rounds": PROBE_ROUNDS,
+        "method": f"the map SAMM's top {PROBE_FIRST:g} of the kept count, then in {PROBE_ROUNDS} rounds the masked "
+                  "latents where map_probe (the map ADM's fill through the frozen map decoder, against the sent "
+                  "map) errs most, ties to the higher SAMM score; nothing trained",
+        "export_command": "python -m gsc_models.train_sqgan_map --export-probe --out ../models/sqgan"}
+    masking["eval"] = {"dataset": f"CamVid test, first {len(test_u8)} frames at 256x192",
+                       "table": evaluate(sqgan, mm, predict(segmenter, to_tensor(test_u8)), test_y, probe=True)}
+    write_card(out, card, card_markdown(card), MODELS[NAME].kind)
+    print(json.dumps(masking["eval"], indent=1))
+    return 0
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--channels", type=int, default=64)
@@ -301,7 +349,11 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--out", required=True)
     p.add_argument("--export", default=None, help="checkpoint to export into --out (the sqgan folder)")
+    p.add_argument("--export-probe", action="store_true",
+                   help="write map_probe.onnx into --out (the sqgan folder) from its shipped files")
     args = p.parse_args(argv)
+    if args.export_probe:
+        return export_probe(args)
     if args.epochs:
         first, second = args.epochs // 2, max(1, args.epochs // 4)
         args.schedule = f"adm:{first},samm:{second},adm-mix:{args.epochs - first - second}"
